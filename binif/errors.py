@@ -1,0 +1,91 @@
+"""The exception hierarchy: every error binif raises derives from :class:`BinError`.
+
+Split by who is at fault, as h11 does: :class:`DecodeError` means the bytes that
+arrived are malformed (the peer's fault), :class:`EncodeError` means the caller
+asked for something the wire cannot carry (ours). Both are ``ValueError`` too.
+"""
+
+from __future__ import annotations
+
+
+class BinError(Exception):
+    """Root of every exception raised by binif."""
+
+
+# --- decode side: the received bytes are not a valid packet -------------------
+
+
+class DecodeError(BinError, ValueError):
+    """A received packet is malformed."""
+
+
+class PacketTooShort(DecodeError):
+    """The datagram is shorter than the smallest valid packet."""
+
+
+class PacketTooLong(DecodeError):
+    """The datagram is longer than the largest packet OpenSIPS can hold."""
+
+
+class BadMarker(DecodeError):
+    """The packet does not start with the ``P4CK`` marker."""
+
+
+class BadChecksum(DecodeError):
+    """The CRC in the header does not match the body."""
+
+
+class BadNameLength(DecodeError):
+    """The module name length is not positive or runs past the packet."""
+
+
+class BadModuleName(DecodeError):
+    """The module name bytes are not valid UTF-8."""
+
+
+class FieldError(DecodeError):
+    """A field cannot be read; ``index`` and ``offset`` say which and where."""
+
+    def __init__(self, message: str, *, index: int, offset: int) -> None:
+        super().__init__(message)
+        self.index = index
+        self.offset = offset
+
+
+class TruncatedField(FieldError):
+    """A field runs past the end of the packet."""
+
+
+class BadFieldLength(FieldError):
+    """A str field declares a negative length."""
+
+
+class TrailingBytes(FieldError):
+    """Bytes are left over after the last field the layout expects."""
+
+
+# --- encode side: the caller asked for something the wire cannot carry --------
+
+
+class EncodeError(BinError, ValueError):
+    """A packet cannot be built as asked."""
+
+
+class PacketTooLarge(EncodeError):
+    """The packet would exceed the wire format's maximum size."""
+
+
+class IntOutOfRange(EncodeError):
+    """An int field is outside the signed 32-bit range."""
+
+
+class InvalidModuleName(EncodeError):
+    """A module name is empty or too long to fit in a packet."""
+
+
+class FieldTypeError(EncodeError, TypeError):
+    """A value of the wrong type was given for a str or int field."""
+
+
+class LayoutError(BinError, ValueError):
+    """A layout string contains something other than ``s`` and ``i``."""

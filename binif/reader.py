@@ -1,0 +1,275 @@
+"""PacketReader: a validated, immutable view of a received packet.
+
+``parse`` checks the packet in OpenSIPS's order (size, marker, checksum, module
+name, command). Each pop returns the value and a new reader positioned after
+it, so a reader can be popped twice with the same result and shared between
+tasks; there is no cursor to corrupt. Every read is bounds-checked first: a
+packet is fully decoded or rejected with a :class:`~binif.errors.FieldError`.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    BadFieldLength,
+    BadModuleName,
+    BadNameLength,
+    TrailingBytes,
+    TruncatedField,
+)
+from .layout import compile_layout
+from .wire import DATAGRAM, WireFormat
+
+__all__ = ["Field", "PacketReader"]
+
+Field = bytes | int
+"""A decoded field: bytes for a str field, int for an int field."""
+
+
+class _Head:
+    """What every reader of one packet shares."""
+
+    __slots__ = ("module", "command", "wire", "fields_offset")
+
+    def __init__(self, module: str, command: int, wire: WireFormat, fields_offset: int) -> None:
+        self.module = module
+        self.command = command
+        self.wire = wire
+        self.fields_offset = fields_offset
+
+
+class PacketReader:
+    """A received packet and a position among its fields."""
+
+    __slots__ = ("_head", "_data", "_pos", "_index")
+
+    _head: _Head
+    _data: bytes
+    _pos: int
+    _index: int
+
+    def __init__(self) -> None:
+        raise TypeError("use PacketReader.parse(data) to read a packet")
+
+    @classmethod
+    def parse(
+        cls, data: bytes | bytearray | memoryview, *, wire: WireFormat = DATAGRAM
+    ) -> PacketReader:
+        """Validate ``data`` as one packet and return a reader at its first field.
+
+        Raises a :class:`~binif.errors.DecodeError` subclass naming the first
+        check that failed, in OpenSIPS's order: size, marker, checksum, module
+        name length, module name, command.
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        wire.check_frame(data)
+        size = len(data)
+        length = wire.length
+        pos = wire.header_size
+        (name_len,) = length.unpack_from(data, pos)
+        pos += length.size
+        command_end = pos + name_len + wire.int32.size
+        if name_len <= 0 or command_end > size:
+            raise BadNameLength(
+                f"module name length {name_len} at byte offset {pos - length.size} does not leave"
+                f" room for the name and the command in a {size}-byte packet"
+            )
+        try:
+            module = data[pos : pos + name_len].decode()
+        except UnicodeDecodeError as exc:
+            raise BadModuleName(f"module name {data[pos : pos + name_len]!r} is not UTF-8") from exc
+        (command,) = wire.int32.unpack_from(data, pos + name_len)
+        return _make(_Head(module, command, wire, command_end), data, command_end, 0)
+
+    # --- what the packet is -----------------------------------------------------
+
+    @property
+    def module(self) -> str:
+        """The module name the packet is addressed to (selects the handler)."""
+        return self._head.module
+
+    @property
+    def command(self) -> int:
+        """The packet type within the module."""
+        return self._head.command
+
+    @property
+    def wire(self) -> WireFormat:
+        """The wire format the packet was parsed with."""
+        return self._head.wire
+
+    @property
+    def data(self) -> bytes:
+        """The whole packet as received, header included."""
+        return self._data
+
+    @property
+    def offset(self) -> int:
+        """Byte offset of the next field."""
+        return self._pos
+
+    @property
+    def index(self) -> int:
+        """Number of fields read before this position."""
+        return self._index
+
+    @property
+    def remaining(self) -> bytes:
+        """The field bytes not yet read."""
+        return self._data[self._pos :]
+
+    @property
+    def fields(self) -> bytes:
+        """All field bytes of the packet, from the first field to the end."""
+        return self._data[self._head.fields_offset :]
+
+    @property
+    def at_end(self) -> bool:
+        """True when every byte of the packet has been read."""
+        return self._pos == len(self._data)
+
+    def rewind(self) -> PacketReader:
+        """A reader of the same packet at its first field."""
+        return _make(self._head, self._data, self._head.fields_offset, 0)
+
+    # --- reading fields -----------------------------------------------------------
+
+    def pop_str(self) -> tuple[bytes, PacketReader]:
+        """Read a str field: ``(bytes, reader after it)``. NULL and empty both give b""."""
+        data = self._data
+        start, stop = self._str_span(data, self._pos, self._index)
+        return data[start:stop], _make(self._head, data, stop, self._index + 1)
+
+    def pop_int(self) -> tuple[int, PacketReader]:
+        """Read a signed 32-bit int field: ``(int, reader after it)``."""
+        int32 = self._head.wire.int32
+        pos = self._pos
+        self._need(pos, int32.size, "int", self._index)
+        (value,) = int32.unpack_from(self._data, pos)
+        return value, _make(self._head, self._data, pos + int32.size, self._index + 1)
+
+    def skip_str(self, n: int = 1) -> PacketReader:
+        """The reader after ``n`` str fields."""
+        data, pos, index = self._data, self._pos, self._index
+        for index in range(self._index, self._index + n):
+            pos = self._str_span(data, pos, index)[1]
+        return _make(self._head, data, pos, self._index + max(n, 0))
+
+    def skip_int(self, n: int = 1) -> PacketReader:
+        """The reader after ``n`` int fields."""
+        n = max(n, 0)
+        size = self._head.wire.int32.size
+        self._need(self._pos, size * n, f"{n} ints", self._index)
+        return _make(self._head, self._data, self._pos + size * n, self._index + n)
+
+    def unpack(self, layout: str, *, exact: bool = False) -> tuple[Field, ...]:
+        """Read one field per character of ``layout`` (``s`` str, ``i`` int).
+
+        With ``exact=True`` the layout must consume the packet to its last
+        byte, or :class:`~binif.errors.TrailingBytes` is raised.
+        """
+        values, pos = self._unpack(layout)
+        if exact and pos != len(self._data):
+            raise TrailingBytes(
+                f"{len(self._data) - pos} bytes left after the {len(layout)} fields of {layout!r}",
+                index=self._index + len(layout),
+                offset=pos,
+            )
+        return values
+
+    def unpack_reader(self, layout: str) -> tuple[tuple[Field, ...], PacketReader]:
+        """Like :meth:`unpack`, also returning the reader after the fields read."""
+        values, pos = self._unpack(layout)
+        return values, _make(self._head, self._data, pos, self._index + len(values))
+
+    def _unpack(self, layout: str) -> tuple[tuple[Field, ...], int]:
+        wire = self._head.wire
+        runs = compile_layout(layout, wire.int32.format[0])
+        data = self._data
+        end = len(data)
+        pos = self._pos
+        length_unpack = wire.length.unpack_from
+        length_size = wire.length.size
+        values: list[Field] = []
+        append = values.append
+        for _kind, count, ints in runs:
+            if ints is None:
+                for _ in range(count):
+                    start = pos + length_size
+                    if start > end:
+                        self._need(pos, length_size, "str length", self._index + len(values))
+                    (n,) = length_unpack(data, pos)
+                    pos = start + n
+                    if n < 0 or pos > end:
+                        start, pos = self._str_span(
+                            data, start - length_size, self._index + len(values)
+                        )
+                    append(data[start:pos])
+            else:
+                if pos + ints.size > end:
+                    self._need(pos, ints.size, f"{count} ints", self._index + len(values))
+                values.extend(ints.unpack_from(data, pos))
+                pos += ints.size
+        return tuple(values), pos
+
+    # --- bounds checks: the only place a read can fail ------------------------------
+
+    def _need(self, pos: int, size: int, what: str, index: int) -> None:
+        left = len(self._data) - pos
+        if size > left:
+            raise TruncatedField(
+                f"field {index} ({what}) at byte offset {pos}: needs {size} bytes,"
+                f" {left} left in the {len(self._data)}-byte packet",
+                index=index,
+                offset=pos,
+            )
+
+    def _str_span(self, data: bytes, pos: int, index: int) -> tuple[int, int]:
+        length = self._head.wire.length
+        self._need(pos, length.size, "str length", index)
+        (n,) = length.unpack_from(data, pos)
+        start = pos + length.size
+        if n < 0:
+            raise BadFieldLength(
+                f"field {index} (str) at byte offset {pos}: negative length {n}",
+                index=index,
+                offset=pos,
+            )
+        if start + n > len(data):
+            raise TruncatedField(
+                f"field {index} (str) at byte offset {pos}: length {n} runs past the end,"
+                f" {len(data) - start} bytes left in the {len(data)}-byte packet",
+                index=index,
+                offset=pos,
+            )
+        return start, start + n
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PacketReader):
+            return NotImplemented
+        return (self._data, self._pos, self._head.wire) == (
+            other._data,
+            other._pos,
+            other._head.wire,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._data, self._pos))
+
+    def __repr__(self) -> str:
+        return (
+            f"PacketReader(module={self.module!r}, command={self.command},"
+            f" size={len(self._data)}, offset={self._pos}, index={self._index})"
+        )
+
+
+def _make(head: _Head, data: bytes, pos: int, index: int) -> PacketReader:
+    reader = _new_reader(PacketReader)
+    reader._head = head
+    reader._data = data
+    reader._pos = pos
+    reader._index = index
+    return reader
+
+
+_new_reader = object.__new__
