@@ -10,9 +10,11 @@ from .crc import opensips_crc32
 from .errors import (
     BadChecksum,
     BadFieldLength,
+    BadFieldText,
     BadMarker,
     BadModuleName,
     BadNameLength,
+    BadRawValue,
     BinError,
     DecodeError,
     EncodeError,
@@ -21,12 +23,14 @@ from .errors import (
     IntOutOfRange,
     InvalidModuleName,
     LayoutError,
+    MessageMismatch,
     PacketTooLarge,
     PacketTooLong,
     PacketTooShort,
     TrailingBytes,
     TruncatedField,
 )
+from .messages import Message, MessageField, MessageRegistry
 from .reader import Field, PacketReader
 from .wire import DATAGRAM, DATAGRAM_BIG_ENDIAN, WireFormat
 from .writer import PacketWriter, StrValue
@@ -38,9 +42,11 @@ __all__ = [
     "DATAGRAM_BIG_ENDIAN",
     "BadChecksum",
     "BadFieldLength",
+    "BadFieldText",
     "BadMarker",
     "BadModuleName",
     "BadNameLength",
+    "BadRawValue",
     "BinError",
     "DecodeError",
     "EncodeError",
@@ -50,6 +56,10 @@ __all__ = [
     "IntOutOfRange",
     "InvalidModuleName",
     "LayoutError",
+    "Message",
+    "MessageField",
+    "MessageMismatch",
+    "MessageRegistry",
     "PacketReader",
     "PacketTooLarge",
     "PacketTooLong",

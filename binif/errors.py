@@ -64,6 +64,18 @@ class TrailingBytes(FieldError):
     """Bytes are left over after the last field the layout expects."""
 
 
+class BadFieldText(FieldError):
+    """A str field a message declares as text is not valid UTF-8."""
+
+
+class MessageMismatch(DecodeError):
+    """The packet's module or command is not the one the message class describes."""
+
+
+class BadRawValue(DecodeError):
+    """A raw C value carried in a str field has a size no platform uses."""
+
+
 # --- encode side: the caller asked for something the wire cannot carry --------
 
 
@@ -89,3 +101,26 @@ class FieldTypeError(EncodeError, TypeError):
 
 class LayoutError(BinError, ValueError):
     """A layout string contains something other than ``s`` and ``i``."""
+
+
+class DatagramTooLarge(EncodeError):
+    """A datagram is bigger than one UDP datagram of the address family can carry."""
+
+
+# --- endpoint: the caller misused the endpoint API ----------------------------
+
+
+class EndpointError(BinError):
+    """The endpoint was used in a way it does not support."""
+
+
+class EndpointNotRunning(EndpointError, RuntimeError):
+    """The endpoint is not started yet, or already closed."""
+
+
+class AlreadyRegistered(EndpointError, ValueError):
+    """A handler is already registered for this module (or module and command)."""
+
+
+class NotRegistered(EndpointError, LookupError):
+    """No handler is registered for this module."""

@@ -1,0 +1,285 @@
+"""Typed messages: one (module, command) layout declared once, decoded and built both ways.
+
+BIN fields are untyped on the wire, so a receiver must know the order and type
+of every field. A :class:`Message` subclass states it once, as annotations::
+
+    class DialogDeleted(Message, module="dialog", command=3):
+        callid: str
+        from_tag: str
+        to_tag: str
+
+The class becomes a frozen, slotted dataclass whose layout (``"sss"``) comes
+from the annotations: ``str`` is a str field decoded as UTF-8, ``bytes`` a str
+field kept raw, ``int`` an int field. ``from_packet`` decodes with the reader's
+bulk path and rejects leftover bytes; ``to_writer`` and ``bytes()`` build the
+packet. A subclass without ``module``/``command`` is a reusable set of fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from operator import attrgetter
+from typing import Any, ClassVar, NamedTuple, Self, cast, dataclass_transform
+
+from .errors import (
+    BadFieldText,
+    FieldTypeError,
+    IntOutOfRange,
+    LayoutError,
+    MessageMismatch,
+)
+from .layout import INT, STR
+from .reader import PacketReader
+from .wire import DATAGRAM, WireFormat
+from .writer import INT32_MAX, INT32_MIN, PacketWriter
+
+__all__ = ["Message", "MessageField", "MessageRegistry"]
+
+_CODES: dict[object, tuple[str, type]] = {
+    str: (STR, str),
+    "str": (STR, str),
+    bytes: (STR, bytes),
+    "bytes": (STR, bytes),
+    int: (INT, int),
+    "int": (INT, int),
+}
+
+
+class MessageField(NamedTuple):
+    """One field of a message layout, in wire order."""
+
+    name: str
+    """The dataclass attribute that holds the value."""
+    code: str
+    """Its wire kind: ``"s"`` (str field) or ``"i"`` (int field)."""
+    type: type
+    """Its Python type: ``str`` (UTF-8 text), ``bytes`` (raw) or ``int``."""
+
+    @property
+    def default(self) -> str | bytes | int:
+        """The value an unset field takes: empty or zero."""
+        return cast("str | bytes | int", self.type())
+
+
+@dataclass_transform(frozen_default=True)
+class _MessageMeta(type):
+    """Turns each :class:`Message` subclass into a frozen slotted dataclass with a layout."""
+
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> _MessageMeta:
+        cls = super().__new__(mcls, name, bases, namespace, **kwargs)
+        # The root class, and the copy dataclass(slots=True) rebuilds, stay as they are.
+        if not bases or "__slots__" in namespace:
+            return cls
+        made = cast(_MessageMeta, dataclasses.dataclass(frozen=True, slots=True)(cls))
+        fields = []
+        for field in dataclasses.fields(made):  # type: ignore[arg-type]
+            try:
+                code, kind = _CODES[field.type]
+            except (KeyError, TypeError):
+                raise LayoutError(
+                    f"{name}.{field.name}: a message field is str, bytes or int, not {field.type!r}"
+                ) from None
+            fields.append(MessageField(field.name, code, kind))
+        made.FIELDS = tuple(fields)
+        made.LAYOUT = "".join(field.code for field in fields)
+        made._TEXT = tuple(i for i, field in enumerate(fields) if field.type is str)
+        names = [field.name for field in fields]
+        if len(names) == 1:
+            single = attrgetter(names[0])
+            made._values = lambda self: (single(self),)
+        elif names:
+            made._values = attrgetter(*names)
+        else:
+            made._values = lambda self: ()
+        return made
+
+    # Set on every class by __new__ (declared for mypy).
+    FIELDS: tuple[MessageField, ...]
+    LAYOUT: str
+    _TEXT: tuple[int, ...]
+    _values: Any
+
+
+class Message(metaclass=_MessageMeta):
+    """Base of typed messages: subclass with ``module=`` and ``command=`` and annotate fields."""
+
+    __slots__ = ()
+
+    MODULE: ClassVar[str]
+    """The module name the message is addressed to."""
+    COMMAND: ClassVar[int]
+    """The packet type within the module."""
+    FIELDS: ClassVar[tuple[MessageField, ...]] = ()
+    """The fields in wire order, derived from the annotations."""
+    LAYOUT: ClassVar[str] = ""
+    """The layout string (``s``/``i`` per field) the codec reads and writes."""
+
+    def __init_subclass__(
+        cls, *, module: str | None = None, command: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if (module is None) != (command is None):
+            raise TypeError(f"{cls.__name__}: give both module= and command=, or neither")
+        if module is not None and command is not None:
+            if not isinstance(module, str) or not module:
+                raise TypeError(f"{cls.__name__}: module must be a non-empty str")
+            if not isinstance(command, int) or not INT32_MIN <= command <= INT32_MAX:
+                raise TypeError(f"{cls.__name__}: command must be a signed 32-bit int")
+            cls.MODULE = module
+            cls.COMMAND = command
+
+    # --- decoding -------------------------------------------------------------------
+
+    @classmethod
+    def from_packet(cls, reader: PacketReader) -> Self:
+        """Decode the fields of ``reader``'s packet, which must be exactly this layout.
+
+        Raises :class:`~binif.errors.MessageMismatch` for another module or command,
+        and the codec's precise errors otherwise: ``TruncatedField``,
+        ``BadFieldLength``, ``TrailingBytes``, and ``BadFieldText`` for a text
+        field that is not UTF-8.
+        """
+        if reader.command != cls.COMMAND or reader.module != cls.MODULE:
+            raise MessageMismatch(
+                f"{cls.__name__} is {cls.MODULE}/{cls.COMMAND},"
+                f" the packet is {reader.module}/{reader.command}"
+            )
+        if reader.index:
+            reader = reader.rewind()
+        values = reader.unpack(cls.LAYOUT, exact=True)
+        if cls._TEXT:
+            items: list[str | bytes | int] = list(values)
+            for index in cls._TEXT:
+                try:
+                    items[index] = cast(bytes, items[index]).decode()
+                except UnicodeDecodeError as exc:
+                    raise cls._text_error(reader, index, exc) from None
+            return cls(*items)
+        return cls(*values)
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes | bytearray | memoryview, *, wire: WireFormat = DATAGRAM
+    ) -> Self:
+        """Parse and decode one packet (``PacketReader.parse`` then :meth:`from_packet`)."""
+        return cls.from_packet(PacketReader.parse(data, wire=wire))
+
+    @classmethod
+    def _text_error(cls, reader: PacketReader, index: int, exc: UnicodeDecodeError) -> BadFieldText:
+        _, at = reader.unpack_reader(cls.LAYOUT[:index])
+        name = cls.FIELDS[index].name
+        return BadFieldText(
+            f"field {at.index} ({name}) at byte offset {at.offset}: not UTF-8 text"
+            f" ({exc.reason} at byte {exc.start} of the value)",
+            index=at.index,
+            offset=at.offset,
+        )
+
+    # --- encoding -------------------------------------------------------------------
+
+    def values(self) -> tuple[str | bytes | int, ...]:
+        """The field values in wire order."""
+        return cast("tuple[str | bytes | int, ...]", type(self)._values(self))
+
+    def items(self) -> Iterator[tuple[MessageField, str | bytes | int]]:
+        """Each field with its value, in wire order."""
+        return zip(self.FIELDS, self.values(), strict=True)
+
+    def to_writer(self, *, wire: WireFormat = DATAGRAM) -> PacketWriter:
+        """A writer holding this message's module, command and fields."""
+        values = self.values()
+        try:
+            return PacketWriter(self.MODULE, self.COMMAND, wire=wire).pack(self.LAYOUT, *values)
+        except (FieldTypeError, IntOutOfRange) as exc:
+            for field, value in zip(self.FIELDS, values, strict=True):
+                if not _fits(field, value):
+                    raise type(exc)(f"{type(self).__name__}.{field.name}: {exc}") from None
+            raise
+
+    def to_bytes(self, *, wire: WireFormat = DATAGRAM) -> bytes:
+        """The complete packet, ready to send."""
+        return self.to_writer(wire=wire).to_bytes()
+
+    def __bytes__(self) -> bytes:
+        return self.to_writer().to_bytes()
+
+    @classmethod
+    def with_defaults(cls, **values: str | bytes | int) -> Self:
+        """An instance where every field not given is empty (str/bytes) or 0 (int)."""
+        known = {field.name for field in cls.FIELDS}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}")
+        return cls(**{field.name: values.get(field.name, field.default) for field in cls.FIELDS})
+
+
+def _fits(field: MessageField, value: object) -> bool:
+    if field.code == INT:
+        return isinstance(value, int) and INT32_MIN <= value <= INT32_MAX
+    return value is None or isinstance(value, (str, bytes, bytearray, memoryview))
+
+
+class MessageRegistry(Mapping[tuple[str, int], type[Message]]):
+    """Message classes by ``(module, command)``, each also known by a short name.
+
+    A ``Mapping`` from ``(module, command)`` to the class; ``by_name`` looks up
+    names such as ``"dialog.created"``; :meth:`decode` picks the class for a packet.
+    """
+
+    def __init__(self, named: Mapping[str, type[Message]] | None = None) -> None:
+        self._by_key: dict[tuple[str, int], type[Message]] = {}
+        self._by_name: dict[str, type[Message]] = {}
+        self._names: dict[type[Message], str] = {}
+        for name, cls in (named or {}).items():
+            self.add(name, cls)
+
+    def add(self, name: str, cls: type[Message]) -> None:
+        """Register ``cls`` under its (module, command) and ``name``."""
+        key = (cls.MODULE, cls.COMMAND)
+        if key in self._by_key:
+            raise ValueError(f"{key[0]}/{key[1]} is already {self._by_key[key].__name__}")
+        if name in self._by_name:
+            raise ValueError(f"the name {name!r} is already {self._by_name[name].__name__}")
+        self._by_key[key] = cls
+        self._by_name[name] = cls
+        self._names[cls] = name
+
+    def __getitem__(self, key: tuple[str, int]) -> type[Message]:
+        return self._by_key[key]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def by_name(self, name: str) -> type[Message]:
+        """The class registered as ``name``; ``KeyError`` lists the known names."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(
+                f"no message named {name!r}; known: {', '.join(sorted(self._by_name))}"
+            ) from None
+
+    def name_of(self, cls: type[Message]) -> str:
+        """The short name ``cls`` is registered under."""
+        return self._names[cls]
+
+    @property
+    def names(self) -> Mapping[str, type[Message]]:
+        """Every registered class by short name."""
+        return dict(self._by_name)
+
+    def decode(self, reader: PacketReader) -> Message | None:
+        """The packet decoded by its registered class, or None when none is registered.
+
+        Raises :class:`~binif.errors.DecodeError` when the class does not fit the packet.
+        """
+        cls = self._by_key.get((reader.module, reader.command))
+        if cls is None:
+            return None
+        return cls.from_packet(reader)

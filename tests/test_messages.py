@@ -1,0 +1,203 @@
+"""Typed messages: layouts from annotations, decoding both ways, precise errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from binif import (
+    DATAGRAM_BIG_ENDIAN,
+    BadFieldLength,
+    DecodeError,
+    FieldTypeError,
+    IntOutOfRange,
+    LayoutError,
+    PacketReader,
+    PacketWriter,
+    TrailingBytes,
+    TruncatedField,
+)
+from binif.errors import BadFieldText, MessageMismatch
+from binif.messages import Message, MessageField, MessageRegistry
+
+
+class Greeting(Message, module="test", command=7):
+    """A message with every field kind."""
+
+    name: str
+    count: int
+    blob: bytes
+    note: str
+
+
+class Ping(Message, module="test", command=8):
+    """A message without fields."""
+
+
+class Shared(Message):
+    """Fields without a module: a base for two commands."""
+
+    key: str
+    value: int
+
+
+class Put(Shared, module="kv", command=1):
+    pass
+
+
+class Drop(Shared, module="kv", command=2):
+    pass
+
+
+def parse(data: bytes) -> PacketReader:
+    return PacketReader.parse(data)
+
+
+def test_layout_and_fields_come_from_the_annotations() -> None:
+    assert Greeting.LAYOUT == "siss"
+    fields = Greeting.FIELDS
+    assert fields == (
+        MessageField("name", "s", str),
+        MessageField("count", "i", int),
+        MessageField("blob", "s", bytes),
+        MessageField("note", "s", str),
+    )
+    assert (Greeting.MODULE, Greeting.COMMAND) == ("test", 7)
+    assert Ping.LAYOUT == "" and Ping.FIELDS == ()
+    assert Put.LAYOUT == Drop.LAYOUT == "si"
+    assert (Put.COMMAND, Drop.COMMAND) == (1, 2)
+
+
+def test_messages_are_frozen_slotted_dataclasses() -> None:
+    message = Greeting("ana", 3, b"\x00\xff", "hi")
+    assert dataclasses.is_dataclass(message)
+    assert not hasattr(message, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        message.count = 4  # type: ignore[misc]
+    assert message == Greeting("ana", 3, b"\x00\xff", "hi")
+    assert hash(message) == hash(Greeting("ana", 3, b"\x00\xff", "hi"))
+    assert isinstance(Put("k", 1), Shared)
+
+
+def test_round_trip_keeps_text_as_str_and_bytes_raw() -> None:
+    message = Greeting("Zoë", -5, b"\xff\xfe raw", "")
+    data = bytes(message)
+    assert data == PacketWriter("test", 7).pack("siss", "Zoë", -5, b"\xff\xfe raw", "").to_bytes()
+    decoded = Greeting.from_packet(parse(data))
+    assert decoded == message
+    assert isinstance(decoded.name, str) and isinstance(decoded.blob, bytes)
+    assert Greeting.from_bytes(data) == message
+    assert message.to_bytes() == data
+    assert message.to_writer().field_count == 4
+
+
+def test_fieldless_message_round_trips() -> None:
+    assert Ping.from_bytes(bytes(Ping())) == Ping()
+
+
+def test_big_endian_wire() -> None:
+    message = Put("k", 258)
+    data = message.to_bytes(wire=DATAGRAM_BIG_ENDIAN)
+    assert data != bytes(message)
+    assert Put.from_bytes(data, wire=DATAGRAM_BIG_ENDIAN) == message
+
+
+def test_from_packet_reads_the_whole_packet_even_from_a_moved_reader() -> None:
+    reader = parse(bytes(Put("k", 1)))
+    _, moved = reader.pop_str()
+    assert Put.from_packet(moved) == Put("k", 1)
+
+
+def test_trailing_bytes_are_an_error() -> None:
+    data = PacketWriter("kv", 1).pack("sii", "k", 1, 2).to_bytes()
+    with pytest.raises(TrailingBytes) as caught:
+        Put.from_packet(parse(data))
+    assert (caught.value.index, caught.value.offset) == (2, len(data) - 4)
+
+
+def test_truncated_packet_is_an_error() -> None:
+    data = PacketWriter("kv", 1).pack("s", "k").to_bytes()
+    with pytest.raises(TruncatedField) as caught:
+        Put.from_packet(parse(data))
+    assert caught.value.index == 1
+
+
+def test_negative_length_is_an_error() -> None:
+    data = PacketWriter("kv", 1).push_int(-3).push_int(1).to_bytes()
+    with pytest.raises(BadFieldLength):
+        Put.from_packet(parse(data))
+
+
+def test_non_utf8_text_field_is_a_precise_error_but_bytes_field_is_not() -> None:
+    data = PacketWriter("test", 7).pack("siss", "ok", 1, b"\xff", b"a\xffb").to_bytes()
+    with pytest.raises(BadFieldText, match=r"field 3 \(note\) at byte offset") as caught:
+        Greeting.from_packet(parse(data))
+    assert isinstance(caught.value, DecodeError)
+    assert caught.value.index == 3
+    # The offset points at note's length prefix: after name, count and blob.
+    header = 8 + 4 + len("test") + 4
+    assert caught.value.offset == header + (4 + 2) + 4 + (4 + 1)
+    assert Greeting.from_packet(parse(bytes(Greeting("ok", 1, b"\xff", "")))).blob == b"\xff"
+
+
+def test_other_module_or_command_is_a_mismatch() -> None:
+    with pytest.raises(MessageMismatch, match="Drop is kv/2, the packet is kv/1"):
+        Drop.from_packet(parse(bytes(Put("k", 1))))
+    with pytest.raises(MessageMismatch):
+        Put.from_packet(parse(PacketWriter("other", 1).pack("si", "k", 1).to_bytes()))
+    assert issubclass(MessageMismatch, DecodeError)
+
+
+def test_encoding_errors_name_the_field() -> None:
+    with pytest.raises(FieldTypeError, match=r"^Put\.value: "):
+        Put("k", "1").to_writer()  # type: ignore[arg-type]
+    with pytest.raises(IntOutOfRange, match=r"^Put\.value: "):
+        bytes(Put("k", 2**31))
+    with pytest.raises(FieldTypeError, match=r"^Put\.key: "):
+        bytes(Put(3, 1))  # type: ignore[arg-type]
+
+
+def test_with_defaults_fills_empty_and_zero() -> None:
+    assert Greeting.with_defaults(count=2) == Greeting("", 2, b"", "")
+    with pytest.raises(TypeError, match="has no field nope"):
+        Greeting.with_defaults(nope=1)
+
+
+def test_items_pairs_fields_with_values() -> None:
+    message = Put("k", 9)
+    assert message.values() == ("k", 9)
+    assert [(field.name, value) for field, value in message.items()] == [("key", "k"), ("value", 9)]
+
+
+def test_bad_declarations_fail_at_class_creation() -> None:
+    with pytest.raises(LayoutError, match=r"Bad\.ratio: a message field is str, bytes or int"):
+
+        class Bad(Message, module="x", command=1):
+            ratio: float
+
+    with pytest.raises(TypeError, match="give both module= and command="):
+
+        class Half(Message, module="x"):
+            pass
+
+    with pytest.raises(TypeError, match="module must be a non-empty str"):
+
+        class Empty(Message, module="", command=1):
+            pass
+
+
+def test_registry_looks_up_by_key_and_name() -> None:
+    registry = MessageRegistry({"kv.put": Put, "kv.drop": Drop})
+    assert registry[("kv", 1)] is Put
+    assert registry.by_name("kv.drop") is Drop
+    assert registry.name_of(Put) == "kv.put"
+    assert len(registry) == 2 and set(registry) == {("kv", 1), ("kv", 2)}
+    assert registry.decode(parse(bytes(Drop("k", 4)))) == Drop("k", 4)
+    assert registry.decode(parse(bytes(Ping()))) is None
+    with pytest.raises(KeyError, match=r"known: kv\.drop, kv\.put"):
+        registry.by_name("kv.nope")
+    with pytest.raises(ValueError, match="already Put"):
+        registry.add("other", Put)
+    with pytest.raises(ValueError, match="already Drop"):
+        registry.add("kv.drop", Ping)
