@@ -1,0 +1,61 @@
+"""Run one fuzz target under atheris (libFuzzer), seeded from the real vectors.
+
+    python fuzz/run.py codec -max_total_time=60
+    python fuzz/run.py writer -runs=5000 -seed=1
+    python fuzz/run.py dispatch -max_total_time=60
+
+Arguments after the target go to libFuzzer as they are. New coverage goes to
+``fuzz/corpus/<target>/`` (not versioned); the vectors (and inputs derived from
+their decoded fields) are a read-only seed corpus. A failing input is written
+to ``tests/fuzz_regressions/<target>/`` unless ``-artifact_prefix=`` is given,
+and the regression test replays it from then on: commit it with the fix.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import atheris
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+with atheris.instrument_imports(include=["binif"]):
+    import binif  # noqa: F401  (instrumented before the targets import it)
+
+import targets  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    """Parse ``TARGET [libFuzzer flags]`` and fuzz until libFuzzer stops."""
+    if len(argv) < 2 or argv[1] not in targets.TARGETS:
+        sys.exit(f"usage: {argv[0]} {{{','.join(targets.TARGETS)}}} [libFuzzer flags]")
+    name, flags = argv[1], argv[2:]
+    target = targets.TARGETS[name]
+    corpus = HERE / "corpus" / name
+    corpus.mkdir(parents=True, exist_ok=True)
+    if not any(flag.startswith("-artifact_prefix=") for flag in flags):
+        crashes = ROOT / "tests" / "fuzz_regressions" / name
+        crashes.mkdir(parents=True, exist_ok=True)
+        flags.append(f"-artifact_prefix={crashes}/")
+    if not any(flag.startswith("-max_len=") for flag in flags):
+        flags.append("-max_len=8192")
+    seed_dir = Path(tempfile.mkdtemp(prefix=f"binif-seeds-{name}-"))
+    for index, data in enumerate(targets.seeds(name)):
+        (seed_dir / f"seed-{index:03d}").write_bytes(data)
+
+    def test_one_input(data: bytes) -> None:
+        targets.run_one(target, data)
+
+    corpora = [arg for arg in flags if not arg.startswith("-")]
+    flags = [arg for arg in flags if arg.startswith("-")]
+    for directory in corpora:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    atheris.Setup([argv[0], *flags, *(corpora or [str(corpus)]), str(seed_dir)], test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

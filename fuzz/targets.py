@@ -1,0 +1,378 @@
+"""Fuzz targets: plain functions of one ``bytes`` input, importable without atheris.
+
+Each target feeds its input to binif and checks what came out. A
+:class:`~binif.BinError` subclass is the codec saying "malformed" or "cannot
+encode" and is fine; any other exception (an ``AssertionError`` from an oracle
+here included) is a bug. The regression test replays every saved input through
+these same functions, so an input's meaning must never change: the decoding of
+inputs below is ours and deterministic, not atheris's ``FuzzedDataProvider``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from binif import (
+    DATAGRAM,
+    DATAGRAM_BIG_ENDIAN,
+    BinError,
+    DecodeError,
+    EncodeError,
+    FieldError,
+    FieldTypeError,
+    IntOutOfRange,
+    InvalidModuleName,
+    PacketReader,
+    PacketTooLarge,
+    PacketWriter,
+    TrailingBytes,
+    TruncatedField,
+    WireFormat,
+)
+
+__all__ = ["TARGETS", "VECTORS", "codec", "encode_writer_input", "run_one", "seeds", "writer"]
+
+WIRES = (DATAGRAM, DATAGRAM_BIG_ENDIAN)
+SURROGATES = os.environ.get("BINIF_FUZZ_SURROGATES", "1") != "0"
+"""Whether writer inputs may carry text with lone surrogates (off while that bug is open)."""
+VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "opensips-2.1"
+
+# The field layouts of OpenSIPS 2.1's modules (WIRE.md), tried on every packet.
+KNOWN_LAYOUTS = (
+    "sssssiiissssssssssssiiiii",  # dialog 1, 2
+    "sss",  # dialog 3
+    "ss",  # ul 1, 2
+    "ssssssssssssiiiis",  # ul 3, 4
+    "ssssi",  # ul 5
+)
+
+
+def _layout_from(selector: int) -> str:
+    """0 to 31 fields, their kinds taken from the other bits of ``selector``."""
+    count = selector & 31
+    return "".join("s" if selector >> ((5 + i) % 32) & 1 else "i" for i in range(count))
+
+
+def _pop(reader: PacketReader, kind: str) -> tuple[bytes | int, PacketReader]:
+    return reader.pop_str() if kind == "s" else reader.pop_int()
+
+
+def _check_unpack_matches_pops(reader: PacketReader, layout: str) -> None:
+    """``unpack`` (fast path) and one pop per field (slow path) must agree exactly."""
+    popped: list[bytes | int] = []
+    pop_error: FieldError | None = None
+    current = reader
+    for kind in layout:
+        before = current.offset
+        try:
+            value, current = _pop(current, kind)
+        except FieldError as exc:
+            assert current.offset == before, "a failed pop moved the reader"
+            pop_error = exc
+            break
+        popped.append(value)
+    try:
+        values, after = reader.unpack_reader(layout)
+    except FieldError as exc:
+        assert pop_error is not None, f"unpack({layout!r}) failed where pops succeeded: {exc}"
+        assert type(exc) is type(pop_error), f"{exc!r} != {pop_error!r}"
+        if isinstance(exc, TruncatedField):
+            # unpack checks a run of ints at once and names the run's first field.
+            assert exc.index <= pop_error.index and exc.offset <= pop_error.offset
+        else:
+            assert (exc.index, exc.offset) == (pop_error.index, pop_error.offset)
+        return
+    assert pop_error is None, f"pops failed where unpack({layout!r}) succeeded: {pop_error}"
+    assert list(values) == popped
+    assert after == current and after.index == reader.index + len(layout)
+    try:
+        exact = reader.unpack(layout, exact=True)
+    except TrailingBytes as exc:
+        assert not after.at_end and exc.offset == after.offset
+    else:
+        assert after.at_end and exact == values
+
+
+def _check_skips(reader: PacketReader, count: int) -> None:
+    for kind in "si":
+        by_pops: PacketReader | None = reader
+        for _ in range(count):
+            try:
+                by_pops = _pop(by_pops, kind)[1]
+            except FieldError:
+                by_pops = None
+                break
+        try:
+            skipped = reader.skip_str(count) if kind == "s" else reader.skip_int(count)
+        except FieldError:
+            assert by_pops is None, f"skip of {count} {kind} failed where pops succeeded"
+        else:
+            assert by_pops == skipped, f"skip of {count} {kind} differs from pops"
+
+
+def _walk(reader: PacketReader) -> tuple[str, list[bytes | int]] | None:
+    """Greedily pop str, else int, to the end; None if the packet cannot be walked."""
+    layout: list[str] = []
+    values: list[bytes | int] = []
+    current = reader
+    while not current.at_end:
+        for kind in "si":
+            try:
+                value, after = _pop(current, kind)
+            except FieldError:
+                continue
+            assert after.offset > current.offset and after.index == current.index + 1
+            layout.append(kind)
+            values.append(value)
+            current = after
+            break
+        else:
+            return None
+    return "".join(layout), values
+
+
+def _read(packet: bytes, wire: WireFormat, selector: int) -> None:
+    try:
+        reader = PacketReader.parse(packet, wire=wire)
+    except DecodeError:
+        return
+    assert reader.data == packet and reader.index == 0
+    name = reader.module.encode()
+    assert reader.offset == wire.header_size + 4 + len(name) + 4
+    assert reader.fields == packet[reader.offset :] and reader.rewind() == reader
+    assert PacketReader.parse(bytearray(packet), wire=wire) == reader
+
+    _check_unpack_matches_pops(reader, _layout_from(selector))
+    for layout in KNOWN_LAYOUTS:
+        _check_unpack_matches_pops(reader, layout)
+    _check_skips(reader, selector >> 27)
+
+    walked = _walk(reader)
+    if walked is not None:
+        # Every field read back: rebuilding must give the very same bytes.
+        layout, values = walked
+        rebuilt = PacketWriter(reader.module, reader.command, wire=wire).pack(layout, *values)
+        assert rebuilt.to_bytes() == packet, "writer(reader(packet)) != packet"
+        assert rebuilt.size == len(packet)
+
+
+def codec(data: bytes) -> None:
+    """Parse ``data`` as is and with its checksum fixed, then read it every way.
+
+    With the checksum fixed the fuzzer reaches the field readers; the four
+    checksum bytes it wrote are then free and choose a layout to unpack.
+    """
+    for wire in WIRES:
+        _read(data, wire, 0)
+        if len(data) >= wire.header_size:
+            (selector,) = struct.unpack_from("<I", data, 4)
+            _read(wire.frame(data[wire.header_size :]), wire, selector)
+
+
+# --- writer: build from a decoded description, parse back ------------------------------
+
+_MAX_REPEAT = 70_000
+
+
+class _Input:
+    """Reads the writer target's input format; past the end everything is zero."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    @property
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, size: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+    def byte(self) -> int:
+        chunk = self.take(1)
+        return chunk[0] if chunk else 0
+
+
+StrOrInt = bytes | str | None | int
+
+
+def _decode_writer_input(data: bytes) -> tuple[int, str, int, list[tuple[str, StrOrInt]]]:
+    """flags, module, command, fields as (kind, value); see :func:`encode_writer_input`."""
+    src = _Input(data)
+    flags = src.byte()
+    # Flag 4 lets text carry lone surrogates, which no UTF-8 encoder accepts.
+    errors = "surrogateescape" if flags & 4 and SURROGATES else "replace"
+    module = src.take(src.byte()).decode("utf-8", errors)
+    (command,) = struct.unpack("<q", src.take(8).ljust(8, b"\0"))
+    if not flags & 2:
+        command = (command + 2**31) % 2**32 - 2**31
+    fields: list[tuple[str, StrOrInt]] = []
+    while src.left > 0:
+        tag = src.byte()
+        kind = tag & 7
+        if kind == 0:
+            (value,) = struct.unpack("<i", src.take(4).ljust(4, b"\0"))
+            fields.append(("i", value))
+        elif kind == 1:  # an int that may not fit in 32 bits
+            (value,) = struct.unpack("<q", src.take(8).ljust(8, b"\0"))
+            fields.append(("i", value))
+        elif kind == 2:
+            fields.append(("s", None))
+        elif kind == 3:
+            fields.append(("s", src.take(tag >> 3)))
+        elif kind == 4:
+            (size,) = struct.unpack("<H", src.take(2).ljust(2, b"\0"))
+            fields.append(("s", src.take(size)))
+        elif kind == 5:
+            fields.append(("s", src.take(tag >> 3).decode("utf-8", errors)))
+        elif kind == 6:  # a large run of one byte, to reach the size limit cheaply
+            fill = src.take(1) or b"x"
+            fields.append(("s", fill * min((tag >> 3) * 2048 + src.byte(), _MAX_REPEAT)))
+        else:  # a value of the wrong type for its field
+            fields.append(("i", "1") if tag & 8 else ("s", 1))
+    return flags, module, command, fields
+
+
+def encode_writer_input(
+    module: str, command: int, fields: list[tuple[str, bytes | int]], *, big: bool = False
+) -> bytes:
+    """Write a ``writer`` input that builds exactly this packet (for seeds)."""
+    name = module.encode()
+    out = [bytes([int(big)]), bytes([len(name)]), name, struct.pack("<q", command)]
+    for kind, value in fields:
+        if kind == "i":
+            assert isinstance(value, int)
+            out.append(b"\0" + struct.pack("<i", value))
+        else:
+            assert isinstance(value, bytes)
+            out.append(b"\4" + struct.pack("<H", len(value)) + value)
+    return b"".join(out)
+
+
+def _as_bytes(value: StrOrInt) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    assert isinstance(value, bytes)
+    return value
+
+
+def _encodable(text: StrOrInt) -> bool:
+    try:
+        text.encode() if isinstance(text, str) else None
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _build(
+    module: str, command: int, fields: list[tuple[str, StrOrInt]], wire: WireFormat
+) -> PacketWriter:
+    built = PacketWriter(module, command, wire=wire)
+    for kind, value in fields:
+        built = built.push_str(value) if kind == "s" else built.push_int(value)  # type: ignore[arg-type]
+    return built
+
+
+def writer(data: bytes) -> None:
+    """Build the packet the input describes two ways, then parse it back exactly."""
+    flags, module, command, fields = _decode_writer_input(data)
+    wire = WIRES[flags & 1]
+    layout = "".join(kind for kind, _ in fields)
+    values = [value for _, value in fields]
+    name_size = len(_as_bytes(module))
+    size = wire.header_size + 4 + name_size + 4
+    for kind, value in fields:
+        size += 4 + (len(_as_bytes(value)) if kind == "s" and not isinstance(value, int) else 0)
+
+    if not all(_encodable(text) for text in [module, *values]):
+        try:
+            _build(module, command, fields, wire)
+        except EncodeError:
+            return
+        raise AssertionError("built a packet from text that UTF-8 cannot encode")
+    try:
+        built = _build(module, command, fields, wire)
+    except InvalidModuleName:
+        assert name_size == 0 or name_size > wire.max_packet - 16
+        return
+    except FieldTypeError:
+        assert any((kind == "s") == isinstance(value, int) for kind, value in fields)
+        return
+    except IntOutOfRange:
+        assert not -(2**31) <= command < 2**31 or any(
+            kind == "i" and isinstance(value, int) and not -(2**31) <= value < 2**31
+            for kind, value in fields
+        )
+        return
+    except PacketTooLarge:
+        assert size > wire.max_packet, f"refused a {size}-byte packet"
+        return
+    assert size <= wire.max_packet and built.size == size and built.field_count == len(fields)
+
+    packet = built.to_bytes()
+    assert len(packet) == size
+    at_once = PacketWriter(module, command, wire=wire).pack(layout, *values)  # type: ignore[arg-type]
+    assert at_once.to_bytes() == packet, "pack() and push_*() built different packets"
+
+    if len(packet) < wire.min_packet:
+        try:
+            PacketReader.parse(packet, wire=wire)
+        except DecodeError:
+            return
+        raise AssertionError(f"parsed a {len(packet)}-byte packet under the minimum")
+    reader = PacketReader.parse(packet, wire=wire)
+    assert (reader.module, reader.command) == (module, command)
+    expected = tuple(_as_bytes(v) if k == "s" else v for k, v in fields)
+    assert reader.unpack(layout, exact=True) == expected
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {"codec": codec, "writer": writer}
+"""Every fuzz target by name; the sans-I/O dispatch target is added when importable."""
+
+
+def run_one(target: Callable[[bytes], None], data: bytes) -> None:
+    """Run one input; a :class:`~binif.BinError` escaping the target is accepted."""
+    with contextlib.suppress(BinError):
+        target(data)
+
+
+def _manifest_packets() -> list[tuple[str, int, list[tuple[str, bytes | int]]]]:
+    manifest = json.loads((VECTORS / "manifest.json").read_text())
+    packets = []
+    for entry in manifest["files"]:
+        if "module" not in entry or "fields" not in entry:
+            continue
+        fields: list[tuple[str, bytes | int]] = []
+        for item in entry["fields"]:
+            value = item["value"]
+            if item["type"] == "int":
+                fields.append(("i", int(value)))
+            elif item.get("hex"):
+                fields.append(("s", bytes.fromhex(value)))
+            else:
+                fields.append(("s", str(value).encode()))
+        packets.append((entry["module"], int(entry["command"]), fields))
+    return packets
+
+
+def seeds(name: str) -> list[bytes]:
+    """The seed inputs of target ``name``, all made from the real 2.1 vectors."""
+    vectors = [path.read_bytes() for path in sorted(VECTORS.glob("*.bin"))]
+    if name == "codec":
+        return vectors
+    if name == "writer":
+        return [
+            encode_writer_input(module, command, fields, big=big)
+            for module, command, fields in _manifest_packets()
+            for big in (False, True)
+        ]
+    raise KeyError(name)

@@ -1,0 +1,130 @@
+"""Fuzzing in the test run: every saved failing input replayed, and a short bounded fuzz.
+
+The targets live in ``fuzz/targets.py``; anything but a ``BinError`` escaping
+one of them is a bug. The long runs are ``make fuzz``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import binif
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "fuzz" / "run.py"
+REGRESSIONS = ROOT / "tests" / "fuzz_regressions"
+BOUNDED_RUNS = 4000
+
+
+def _load_targets() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("binif_fuzz_targets", ROOT / "fuzz/targets.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+targets = _load_targets()
+
+
+def _known_open() -> dict[str, str]:
+    known = {}
+    for line in (REGRESSIONS / "known_open.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, why = line.partition(" ")
+            known[name] = why.strip()
+    return known
+
+
+KNOWN_OPEN = _known_open()
+
+
+def _regression_cases() -> list[object]:
+    cases: list[object] = []
+    for path in sorted(REGRESSIONS.glob("*/*")):
+        name = f"{path.parent.name}/{path.name}"
+        marks = []
+        if name in KNOWN_OPEN:
+            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_OPEN[name]))
+        cases.append(pytest.param(path, id=name, marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize("path", _regression_cases())
+def test_saved_failure_no_longer_fails(path: Path) -> None:
+    targets.run_one(targets.TARGETS[path.parent.name], path.read_bytes())
+
+
+def test_known_open_entries_exist() -> None:
+    for name in KNOWN_OPEN:
+        assert (REGRESSIONS / name).is_file(), name
+
+
+@pytest.mark.parametrize("name", sorted(targets.TARGETS))
+def test_every_seed_passes(name: str) -> None:
+    seeds = targets.seeds(name)
+    assert len(seeds) >= 20
+    for data in seeds:
+        targets.run_one(targets.TARGETS[name], data)
+
+
+def test_only_bin_errors_are_accepted() -> None:
+    def malformed(data: bytes) -> None:
+        raise binif.TruncatedField("cut", index=0, offset=0)
+
+    def buggy(data: bytes) -> None:
+        raise KeyError("a bug")
+
+    targets.run_one(malformed, b"")
+    with pytest.raises(KeyError):
+        targets.run_one(buggy, b"")
+
+
+def test_codec_oracle_catches_a_wrong_pop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The codec target notices an int read wrong (so its checks can fail)."""
+    real_pop_int = binif.PacketReader.pop_int
+
+    def off_by_one(self: binif.PacketReader) -> tuple[int, binif.PacketReader]:
+        value, after = real_pop_int(self)
+        return value + 1, after
+
+    monkeypatch.setattr(binif.PacketReader, "pop_int", off_by_one)
+    packet = (ROOT / "tests/vectors/opensips-2.1/dialog-created-1.bin").read_bytes()
+    with pytest.raises(AssertionError):
+        targets.run_one(targets.codec, packet)
+
+
+@pytest.mark.parametrize("name", sorted(targets.TARGETS))
+def test_bounded_fuzz_run(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("atheris")
+    env = dict(os.environ)
+    if name == "writer" and any(key.startswith("writer/") for key in KNOWN_OPEN):
+        env["BINIF_FUZZ_SURROGATES"] = "0"  # the open surrogate bug would stop the run at once
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(RUNNER),
+            name,
+            f"-runs={BOUNDED_RUNS}",
+            "-seed=1",
+            f"-artifact_prefix={tmp_path}/",
+            str(tmp_path / "corpus"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    crashes = {p.name: p.read_bytes().hex() for p in tmp_path.glob("crash-*")}
+    assert result.returncode == 0 and not crashes, (
+        f"fuzz target {name} failed; copy the input to tests/fuzz_regressions/{name}/:"
+        f" {crashes}\n{result.stderr[-4000:]}"
+    )
+    assert f"Done {BOUNDED_RUNS} runs" in result.stderr
