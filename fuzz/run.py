@@ -23,7 +23,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 with atheris.instrument_imports(include=["binif"]):
-    import binif  # noqa: F401  (instrumented before the targets import it)
+    # Instrumented before the targets import them.
+    import binif
+    import binif.dispatch
+    import binif.opensips21  # noqa: F401
 
 import targets  # noqa: E402
 

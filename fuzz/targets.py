@@ -11,11 +11,14 @@ inputs below is ours and deterministic, not atheris's ``FuzzedDataProvider``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import ipaddress
 import json
 import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from binif import (
     DATAGRAM,
@@ -35,7 +38,16 @@ from binif import (
     WireFormat,
 )
 
-__all__ = ["TARGETS", "VECTORS", "codec", "encode_writer_input", "run_one", "seeds", "writer"]
+__all__ = [
+    "TARGETS",
+    "VECTORS",
+    "codec",
+    "dispatch",
+    "encode_writer_input",
+    "run_one",
+    "seeds",
+    "writer",
+]
 
 WIRES = (DATAGRAM, DATAGRAM_BIG_ENDIAN)
 SURROGATES = os.environ.get("BINIF_FUZZ_SURROGATES", "1") != "0"
@@ -335,8 +347,127 @@ def writer(data: bytes) -> None:
     assert reader.unpack(layout, exact=True) == expected
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"codec": codec, "writer": writer}
-"""Every fuzz target by name; the sans-I/O dispatch target is added when importable."""
+# --- dispatch: the endpoint's sans-I/O core -------------------------------------------
+
+ALLOWED = ("127.0.0.0/8", "::1/128", "10.231.0.0/16")
+SOURCES: tuple[tuple[object, ...], ...] = (
+    ("127.0.0.1", 5062),
+    ("127.0.0.2", 5062),
+    ("192.0.2.7", 5062),  # outside the allowlist
+    ("::1", 5062, 0, 0),
+    ("::ffff:127.0.0.1", 5062, 0, 0),  # IPv4-mapped, allowed through 127.0.0.0/8
+    ("::ffff:192.0.2.7", 5062, 0, 0),
+    ("fe80::1%eth0", 5062, 0, 2),
+    ("2001:db8::1", 5062, 0, 0),
+    ("10.231.1.2", 7000),
+    ("10.232.1.2", 7000),
+    ("not-an-address", 0),
+    ("", 0),
+    ("::", 0, 0, 0),
+    ("0.0.0.0", 0),
+    ("255.255.255.255", 65535),
+    ("::ffff:10.231.0.1", 1, 0, 0),
+)
+
+
+def _source_allowed(host: object) -> bool:
+    try:
+        ip = ipaddress.ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(net) for net in ALLOWED)
+
+
+@functools.cache
+def _dispatchers() -> tuple[Any, ...]:
+    from binif.dispatch import Dispatcher  # imported here: the codec targets do not need it
+    from binif.opensips21 import (
+        UsrlocContactDeleted,
+        UsrlocContactInserted,
+        UsrlocContactUpdated,
+        UsrlocRecordDeleted,
+        UsrlocRecordInserted,
+    )
+
+    async def handler(packet: Any, source: Any) -> None:
+        """Never called: the target only classifies."""
+
+    made = []
+    for wire in WIRES:
+        dispatcher = Dispatcher(wire=wire, allow=ALLOWED)
+        dispatcher.register("dialog", handler)
+        for message in (
+            UsrlocRecordInserted,
+            UsrlocRecordDeleted,
+            UsrlocContactInserted,
+            UsrlocContactUpdated,
+            UsrlocContactDeleted,
+        ):
+            dispatcher.register_message(message, handler)
+        made.append(dispatcher)
+    return tuple(made)
+
+
+def dispatch(data: bytes) -> None:
+    """Classify ``data[1:]`` from the source ``data[0]`` picks; check the verdict.
+
+    Bits of ``data[0]``: 0-3 the source, 4 fix the checksum, 5 big-endian.
+    A packet for a typed handler is also decoded as the endpoint would, and a
+    decoded OpenSIPS 2.1 message must encode back to the very same bytes.
+    """
+    from binif.dispatch import DropReason, Target, reason_for
+    from binif.opensips21 import lookup
+
+    if not data:
+        return
+    control, datagram = data[0], data[1:]
+    source = SOURCES[control & 15]
+    wire = WIRES[control >> 5 & 1]
+    dispatcher = _dispatchers()[control >> 5 & 1]
+    if control & 16 and len(datagram) >= wire.header_size:
+        datagram = wire.frame(datagram[wire.header_size :])
+
+    verdict = dispatcher.classify(datagram, source)
+    allowed = _source_allowed(source[0])
+    if verdict is DropReason.SOURCE_NOT_ALLOWED:
+        assert not allowed, f"{source} refused"
+        return
+    assert allowed, f"{source} let through: {verdict!r}"
+    try:
+        reader = PacketReader.parse(datagram, wire=wire)
+    except DecodeError as exc:
+        assert verdict is reason_for(exc), f"{verdict!r} for {exc!r}"
+        return
+    if isinstance(verdict, DropReason):
+        route = dispatcher.routes.get(reader.module)
+        if verdict is DropReason.UNKNOWN_MODULE:
+            assert route is None
+        else:
+            assert verdict is DropReason.UNKNOWN_COMMAND, verdict
+            assert route is not None and not route.accepts(reader.command)
+        return
+    assert verdict == reader and verdict.module in dispatcher.routes
+    target = dispatcher.routes[verdict.module].target(verdict)
+    assert isinstance(target, Target)
+    message_type = lookup(verdict.module, verdict.command)
+    decode = target.decode or (message_type.from_packet if message_type else None)
+    if decode is None:
+        return
+    try:
+        message = decode(verdict)
+    except DecodeError:
+        return
+    assert message.to_bytes(wire=wire) == datagram, "message did not encode back to its packet"
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "codec": codec,
+    "writer": writer,
+    "dispatch": dispatch,
+}
+"""Every fuzz target by name."""
 
 
 def run_one(target: Callable[[bytes], None], data: bytes) -> None:
@@ -369,6 +500,8 @@ def seeds(name: str) -> list[bytes]:
     vectors = [path.read_bytes() for path in sorted(VECTORS.glob("*.bin"))]
     if name == "codec":
         return vectors
+    if name == "dispatch":
+        return [bytes([control]) + vector for vector in vectors for control in (0, 1, 2, 3, 32)]
     if name == "writer":
         return [
             encode_writer_input(module, command, fields, big=big)
