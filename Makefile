@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench clean
+.PHONY: test lint typecheck unit demo bench clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ $(INSTALLED): pyproject.toml
 test: lint typecheck unit
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check binif tests benchmarks examples
-	$(BIN)/ruff format --check binif tests benchmarks examples
+	$(BIN)/ruff check binif tests benchmarks examples fuzz
+	$(BIN)/ruff format --check binif tests benchmarks examples fuzz
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy --strict binif
@@ -30,6 +30,20 @@ demo: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_codec.py
+
+# make fuzz FUZZ_SECONDS=600: each target for that long; failures land in tests/fuzz_regressions/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= codec writer dispatch
+fuzz: $(INSTALLED)
+	status=0; for target in $(FUZZ_TARGETS); do \
+		$(BIN)/python fuzz/run.py $$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || status=1; \
+	done; exit $$status
+
+# make soak SOAK_DATAGRAMS=1000000 SOAK_SENDERS=4
+SOAK_DATAGRAMS ?= 1000000
+SOAK_SENDERS ?= 4
+soak: $(INSTALLED)
+	$(BIN)/python benchmarks/soak.py --datagrams $(SOAK_DATAGRAMS) --senders $(SOAK_SENDERS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build *.egg-info
