@@ -1,13 +1,18 @@
 """binif: the OpenSIPS BIN interface for asyncio.
 
 The codec (:class:`PacketWriter`, :class:`PacketReader`, the wire formats and
-the error hierarchy) is pure and imports no asyncio.
+the error hierarchy) is pure and imports no asyncio. :class:`Endpoint` is the
+asyncio shell that receives, dispatches and sends packets; :func:`run` starts a
+program on uvloop when it is available.
 """
 
 from __future__ import annotations
 
 from .crc import opensips_crc32
+from .dispatch import Address, DropReason, MessageType
+from .endpoint import Endpoint
 from .errors import (
+    AlreadyRegistered,
     BadChecksum,
     BadFieldLength,
     BadFieldText,
@@ -16,14 +21,18 @@ from .errors import (
     BadNameLength,
     BadRawValue,
     BinError,
+    DatagramTooLarge,
     DecodeError,
     EncodeError,
+    EndpointError,
+    EndpointNotRunning,
     FieldError,
     FieldTypeError,
     IntOutOfRange,
     InvalidModuleName,
     LayoutError,
     MessageMismatch,
+    NotRegistered,
     PacketTooLarge,
     PacketTooLong,
     PacketTooShort,
@@ -32,6 +41,8 @@ from .errors import (
 )
 from .messages import Message, MessageField, MessageRegistry
 from .reader import Field, PacketReader
+from .runner import run
+from .stats import Stats
 from .wire import DATAGRAM, DATAGRAM_BIG_ENDIAN, WireFormat
 from .writer import PacketWriter, StrValue
 
@@ -40,6 +51,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DATAGRAM",
     "DATAGRAM_BIG_ENDIAN",
+    "Address",
+    "AlreadyRegistered",
     "BadChecksum",
     "BadFieldLength",
     "BadFieldText",
@@ -48,8 +61,13 @@ __all__ = [
     "BadNameLength",
     "BadRawValue",
     "BinError",
+    "DatagramTooLarge",
     "DecodeError",
+    "DropReason",
     "EncodeError",
+    "Endpoint",
+    "EndpointError",
+    "EndpointNotRunning",
     "Field",
     "FieldError",
     "FieldTypeError",
@@ -60,14 +78,18 @@ __all__ = [
     "MessageField",
     "MessageMismatch",
     "MessageRegistry",
+    "MessageType",
+    "NotRegistered",
     "PacketReader",
     "PacketTooLarge",
     "PacketTooLong",
     "PacketTooShort",
     "PacketWriter",
+    "Stats",
     "StrValue",
     "TrailingBytes",
     "TruncatedField",
     "WireFormat",
     "opensips_crc32",
+    "run",
 ]

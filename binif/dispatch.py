@@ -1,0 +1,359 @@
+"""The sans-I/O core of the endpoint: a datagram in, a packet for a handler or a drop reason out.
+
+:class:`Dispatcher` holds the handler registry and the allowlist and classifies
+``(datagram, source address)`` into a :class:`~binif.reader.PacketReader` bound
+for a registered module, or a :class:`DropReason`. :meth:`Route.target` then
+picks, for one packet, the callable that handles it (the module's raw handler
+or the typed handler of its command). Nothing here touches a socket, a loop or
+a clock: the asyncio shell (:mod:`binif.endpoint`) feeds it and counts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from .errors import (
+    AlreadyRegistered,
+    BadChecksum,
+    BadMarker,
+    DecodeError,
+    NotRegistered,
+    PacketTooLong,
+    PacketTooShort,
+)
+from .reader import PacketReader
+from .wire import DATAGRAM, WireFormat
+
+__all__ = [
+    "Address",
+    "AllowList",
+    "Dispatcher",
+    "DropReason",
+    "Handler",
+    "LogLimiter",
+    "MessageHandler",
+    "MessageType",
+    "Route",
+    "Target",
+]
+
+Address = tuple[Any, ...]
+"""A socket address: ``(host, port)`` for IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6."""
+
+Handler = Callable[[PacketReader, Address], Awaitable[None]]
+"""``async def handler(packet: PacketReader, source: Address) -> None``."""
+
+
+class DropReason(StrEnum):
+    """Why a datagram was not handed to a handler. Every drop has exactly one."""
+
+    TOO_SHORT = "too_short"
+    """Shorter than the smallest packet (18 bytes in the datagram profile)."""
+    TOO_LONG = "too_long"
+    """Longer than the largest packet (65535 bytes)."""
+    BAD_MARKER = "bad_marker"
+    """Does not start with ``P4CK``."""
+    BAD_CHECKSUM = "bad_checksum"
+    """The CRC in the header does not match the body."""
+    MALFORMED = "malformed"
+    """Valid CRC but the module name length or module name is invalid."""
+    UNKNOWN_MODULE = "unknown_module"
+    """No handler is registered for the packet's module."""
+    UNKNOWN_COMMAND = "unknown_command"
+    """The module has only typed handlers and none for this command."""
+    UNDECODABLE = "undecodable"
+    """The fields did not decode: ``from_packet`` or a raw handler raised a DecodeError."""
+    QUEUE_FULL = "queue_full"
+    """The module's queue was full when the packet arrived."""
+    SOURCE_NOT_ALLOWED = "source_not_allowed"
+    """The sender's address is outside the allowlist."""
+    SHUTDOWN = "shutdown"
+    """Still queued (or being handled) when the endpoint closed after its drain timeout."""
+
+
+_FRAME_REASONS: dict[type[DecodeError], DropReason] = {
+    PacketTooShort: DropReason.TOO_SHORT,
+    PacketTooLong: DropReason.TOO_LONG,
+    BadMarker: DropReason.BAD_MARKER,
+    BadChecksum: DropReason.BAD_CHECKSUM,
+}
+
+
+def reason_for(error: DecodeError) -> DropReason:
+    """The drop reason for an error raised by :meth:`PacketReader.parse`."""
+    return _FRAME_REASONS.get(type(error), DropReason.MALFORMED)
+
+
+class MessageType(Protocol):
+    """What :meth:`Dispatcher.register_message` needs of a typed message class.
+
+    ``MODULE`` and ``COMMAND`` say which packets it describes; ``from_packet``
+    decodes one or raises a :class:`~binif.errors.DecodeError`.
+    """
+
+    MODULE: ClassVar[str]
+    COMMAND: ClassVar[int]
+
+    @classmethod
+    def from_packet(cls, reader: PacketReader) -> Any: ...
+
+
+M = TypeVar("M", bound=MessageType)
+MessageHandler = Callable[[M, Address], Awaitable[None]]
+"""``async def handler(message: M, source: Address) -> None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What handles one packet: a callable, its first argument, and its time limit."""
+
+    handler: Callable[[Any, Address], Awaitable[None]]
+    """The coroutine function to await."""
+    timeout: float | None
+    """Seconds before the call is cancelled and counted as a timeout; None for no limit."""
+    decode: Callable[[PacketReader], Any] | None = None
+    """Turns the packet into the handler's first argument; None passes the reader itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Everything registered for one module. Replaced, never mutated, on registration."""
+
+    module: str
+    """The module name packets carry."""
+    raw: Target | None
+    """The handler for every command without a typed handler, or None."""
+    messages: Mapping[int, Target] = field(default_factory=lambda: MappingProxyType({}))
+    """Typed handlers by command."""
+    concurrency: int = 1
+    """How many packets of this module may be handled at once (1: strictly in order)."""
+
+    def accepts(self, command: int) -> bool:
+        """True if some handler takes packets of ``command``."""
+        return self.raw is not None or command in self.messages
+
+    def target(self, reader: PacketReader) -> Target | DropReason:
+        """The target for ``reader``, or ``UNKNOWN_COMMAND`` if no handler takes its command."""
+        target = self.messages.get(reader.command, self.raw) if self.messages else self.raw
+        return DropReason.UNKNOWN_COMMAND if target is None else target
+
+
+class AllowList:
+    """Source networks packets may come from. IPv4-mapped IPv6 sources match IPv4 networks."""
+
+    __slots__ = ("networks", "_cache")
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self, networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network]):
+        self.networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+            ipaddress.ip_network(net, strict=False) if isinstance(net, str) else net
+            for net in networks
+        )
+        self._cache: dict[str, bool] = {}
+
+    def allows(self, host: str) -> bool:
+        """True if ``host`` (a numeric address as the socket reports it) is in a network."""
+        allowed = self._cache.get(host)
+        if allowed is None:
+            allowed = self._check(host)
+            if len(self._cache) >= self._CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[host] = allowed
+        return allowed
+
+    def _check(self, host: str) -> bool:
+        try:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            elif ip.scope_id is not None:
+                ip = ipaddress.IPv6Address(host.partition("%")[0])
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+    def __repr__(self) -> str:
+        return f"AllowList([{', '.join(str(net) for net in self.networks)}])"
+
+
+class Dispatcher:
+    """Handler registry and classifier: ``classify(data, source)`` -> reader or drop reason."""
+
+    __slots__ = ("wire", "allow", "_routes")
+
+    def __init__(
+        self,
+        *,
+        wire: WireFormat = DATAGRAM,
+        allow: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None,
+    ) -> None:
+        self.wire = wire
+        self.allow = AllowList(allow) if allow is not None else None
+        self._routes: dict[str, Route] = {}
+
+    # --- registry ---------------------------------------------------------------
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        """The current route of every registered module."""
+        return MappingProxyType(self._routes)
+
+    def register(
+        self,
+        module: str,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        timeout: float | None = None,
+    ) -> Route:
+        """Make ``handler`` take every packet of ``module`` (commands without a typed handler)."""
+        _check_options(concurrency, timeout)
+        route = self._routes.get(module)
+        if route is not None and route.raw is not None:
+            raise AlreadyRegistered(f"a handler is already registered for module {module!r}")
+        target = Target(handler, timeout)
+        if route is None:
+            route = Route(module, target, concurrency=concurrency)
+        else:
+            _check_concurrency(route, concurrency)
+            route = replace(route, raw=target)
+        self._routes[module] = route
+        return route
+
+    def register_message(
+        self,
+        message: type[MessageType],
+        handler: Callable[[Any, Address], Awaitable[None]],
+        *,
+        concurrency: int = 1,
+        timeout: float | None = None,
+    ) -> Route:
+        """Make ``handler`` take the packets of ``message.MODULE``/``message.COMMAND``, decoded.
+
+        Several message classes of one module share its route, hence its order
+        and its queue; they must agree on ``concurrency``.
+        """
+        _check_options(concurrency, timeout)
+        module, command = message.MODULE, message.COMMAND
+        if not isinstance(module, str) or not isinstance(command, int):
+            raise TypeError(f"{message!r} needs a str MODULE and an int COMMAND")
+        target = Target(handler, timeout, message.from_packet)
+        route = self._routes.get(module)
+        if route is None:
+            route = Route(module, None, MappingProxyType({command: target}), concurrency)
+        else:
+            if command in route.messages:
+                raise AlreadyRegistered(
+                    f"a message handler is already registered for {module}/{command}"
+                )
+            _check_concurrency(route, concurrency)
+            route = replace(route, messages=MappingProxyType({**route.messages, command: target}))
+        self._routes[module] = route
+        return route
+
+    def unregister(self, module: str) -> Route:
+        """Remove every handler of ``module``; return the route that was removed."""
+        try:
+            return self._routes.pop(module)
+        except KeyError:
+            raise NotRegistered(f"no handler is registered for module {module!r}") from None
+
+    # --- classification -----------------------------------------------------------
+
+    def classify(self, data: bytes, source: Address) -> PacketReader | DropReason:
+        """Validate one datagram from ``source``: a reader for a registered module, or why not.
+
+        Checks run cheapest and most decisive first: source allowed, then the
+        codec's size, marker and checksum, module name, registered module, and
+        whether the module takes the command.
+        """
+        if self.allow is not None and not self.allow.allows(source[0]):
+            return DropReason.SOURCE_NOT_ALLOWED
+        try:
+            reader = PacketReader.parse(data, wire=self.wire)
+        except DecodeError as exc:
+            return reason_for(exc)
+        route = self._routes.get(reader.module)
+        if route is None:
+            return DropReason.UNKNOWN_MODULE
+        if route.raw is None and reader.command not in route.messages:
+            return DropReason.UNKNOWN_COMMAND
+        return reader
+
+
+def _check_options(concurrency: int, timeout: float | None) -> None:
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be positive seconds or None, not {timeout!r}")
+
+
+def _check_concurrency(route: Route, concurrency: int) -> None:
+    if concurrency != route.concurrency:
+        raise ValueError(
+            f"module {route.module!r} already has concurrency {route.concurrency}:"
+            f" every handler of one module shares its queue and workers"
+        )
+
+
+class LogLimiter:
+    """At most one log line per key per ``interval`` seconds, counting the lines it held back.
+
+    The clock is passed in (``now``), so the limiter is tested without waiting.
+    """
+
+    __slots__ = ("logger", "interval", "_last", "_held")
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[object, float] = {}
+        self._held: dict[object, int] = {}
+
+    def ready(self, key: object, now: float) -> bool:
+        """True if a line for ``key`` may be logged now; otherwise count it as held back."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        return True
+
+    def emit(
+        self,
+        key: object,
+        now: float,
+        level: int,
+        message: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> None:
+        """Log ``message % args`` for ``key`` (after :meth:`ready`), noting lines held back."""
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            message += " (%d similar suppressed)"
+            args = (*args, held)
+        self.logger.log(level, message, *args, exc_info=exc_info)
+
+    def log(
+        self,
+        key: object,
+        now: float,
+        level: int,
+        message: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> bool:
+        """Log ``message % args`` unless ``key`` was logged less than ``interval`` ago."""
+        if not self.ready(key, now):
+            return False
+        self.emit(key, now, level, message, *args, exc_info=exc_info)
+        return True

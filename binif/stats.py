@@ -1,0 +1,161 @@
+"""Endpoint counters and their immutable snapshot.
+
+:class:`Counters` is the mutable tally the endpoint bumps on its hot path
+(plain attributes, no locking: one event loop owns it). :class:`Stats` is what
+``Endpoint.stats`` returns: a frozen copy taken at one instant, with the
+accounting invariant as :meth:`Stats.balanced`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any
+
+from .dispatch import DropReason
+
+__all__ = ["Counters", "Stats", "udp_kernel_drops"]
+
+
+class Counters:
+    """Live counters of one endpoint."""
+
+    __slots__ = (
+        "received",
+        "dispatched",
+        "handled",
+        "handler_errors",
+        "handler_timeouts",
+        "drops",
+        "packets_sent",
+        "bytes_sent",
+        "send_errors",
+        "errors_received",
+    )
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.dispatched = 0
+        self.handled = 0
+        self.handler_errors = 0
+        self.handler_timeouts = 0
+        self.drops: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.send_errors = 0
+        self.errors_received = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of an endpoint's counters.
+
+    Every datagram received ends in exactly one of: handled, handler error,
+    handler timeout, one drop reason, or still pending (queued or in a handler).
+    So at any instant ``received == handled + handler_errors + handler_timeouts
+    + dropped + pending`` (:meth:`balanced`), and once the queues have drained
+    ``pending`` is 0.
+    """
+
+    received: int
+    """Datagrams read from the socket (or fed to ``datagram_received``)."""
+    dispatched: int
+    """Packets put on a module's queue."""
+    handled: int
+    """Packets whose handler returned normally."""
+    handler_errors: int
+    """Packets whose handler raised (other than a DecodeError, which is ``undecodable``)."""
+    handler_timeouts: int
+    """Packets whose handler was cancelled by its timeout (not counted in handler_errors)."""
+    drops: Mapping[DropReason, int]
+    """Datagrams dropped, by reason; every reason is present."""
+    pending: int
+    """Packets queued or being handled."""
+    queue_depths: Mapping[str, int]
+    """Packets waiting in each module's queue (not counting those being handled)."""
+    packets_sent: int
+    """Datagrams handed to the transport by send, send_many and replicate."""
+    bytes_sent: int
+    """Their total size."""
+    send_errors: int
+    """Datagrams the OS refused at once (sendto failed)."""
+    errors_received: int
+    """Errors the OS reported later on the socket, e.g. ICMP port unreachable."""
+    recv_buffer: int | None
+    """SO_RCVBUF as granted by the OS (Linux reports twice the requested value)."""
+    send_buffer: int | None
+    """SO_SNDBUF as granted by the OS."""
+    kernel_drops: int | None
+    """Datagrams the kernel dropped for this socket (Linux /proc/net/udp*), None elsewhere."""
+
+    @property
+    def dropped(self) -> int:
+        """All drops, every reason together."""
+        return sum(self.drops.values())
+
+    @property
+    def finished(self) -> int:
+        """Datagrams fully accounted: handled, failed, timed out or dropped."""
+        return self.handled + self.handler_errors + self.handler_timeouts + self.dropped
+
+    def balanced(self) -> bool:
+        """The accounting invariant: ``received == finished + pending``."""
+        return self.received == self.finished + self.pending
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (drop reasons as str keys), e.g. for JSON or logging."""
+        result = {f.name: getattr(self, f.name) for f in fields(self)}
+        result["drops"] = {str(reason): count for reason, count in self.drops.items()}
+        result["queue_depths"] = dict(self.queue_depths)
+        return result
+
+    @classmethod
+    def capture(
+        cls,
+        counters: Counters,
+        *,
+        pending: int,
+        queue_depths: Mapping[str, int],
+        recv_buffer: int | None = None,
+        send_buffer: int | None = None,
+        kernel_drops: int | None = None,
+    ) -> Stats:
+        """Freeze ``counters`` and the given gauges into a snapshot."""
+        return cls(
+            received=counters.received,
+            dispatched=counters.dispatched,
+            handled=counters.handled,
+            handler_errors=counters.handler_errors,
+            handler_timeouts=counters.handler_timeouts,
+            drops=MappingProxyType(dict(counters.drops)),
+            pending=pending,
+            queue_depths=MappingProxyType(dict(queue_depths)),
+            packets_sent=counters.packets_sent,
+            bytes_sent=counters.bytes_sent,
+            send_errors=counters.send_errors,
+            errors_received=counters.errors_received,
+            recv_buffer=recv_buffer,
+            send_buffer=send_buffer,
+            kernel_drops=kernel_drops,
+        )
+
+
+def udp_kernel_drops(inode: int, ipv6: bool) -> int | None:
+    """The ``drops`` column of /proc/net/udp(6) for the socket with ``inode``; None if unknown."""
+    if not sys.platform.startswith("linux") or inode <= 0:
+        return None
+    path = "/proc/net/udp6" if ipv6 else "/proc/net/udp"
+    wanted = str(inode)
+    try:
+        with open(path, encoding="ascii") as table:
+            next(table, None)
+            for line in table:
+                columns = line.split()
+                # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+                if len(columns) >= 13 and columns[9] == wanted:
+                    return int(columns[12])
+    except (OSError, ValueError):
+        return None
+    return None

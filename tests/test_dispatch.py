@@ -1,0 +1,306 @@
+"""The endpoint's sans-I/O core: classification, registry, allowlist, log limiter, stats.
+
+No sockets and no event loop: the core is fed bytes and addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from binif import (
+    DATAGRAM,
+    DATAGRAM_BIG_ENDIAN,
+    AlreadyRegistered,
+    DecodeError,
+    DropReason,
+    NotRegistered,
+    PacketReader,
+    PacketWriter,
+    Stats,
+)
+from binif.dispatch import AllowList, Dispatcher, LogLimiter, Route, Target, reason_for
+from binif.stats import Counters, udp_kernel_drops
+
+VECTORS = Path(__file__).parent / "vectors" / "opensips-2.1"
+SOURCE = ("127.0.0.1", 5062)
+DIALOG_LAYOUT = "sssssiiissssssssssssiiiii"
+
+
+def vector(name: str) -> bytes:
+    return (VECTORS / name).read_bytes()
+
+
+async def raw_handler(packet: PacketReader, source: Any) -> None:
+    """A handler the core never calls."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A minimal typed message: dialog command 3, three str fields."""
+
+    MODULE: ClassVar[str] = "dialog"
+    COMMAND: ClassVar[int] = 3
+
+    callid: bytes
+    from_tag: bytes
+    to_tag: bytes
+
+    @classmethod
+    def from_packet(cls, reader: PacketReader) -> Deleted:
+        if (reader.module, reader.command) != (cls.MODULE, cls.COMMAND):
+            raise DecodeError("not a dialog delete")
+        callid, from_tag, to_tag = reader.unpack("sss", exact=True)
+        assert isinstance(callid, bytes) and isinstance(from_tag, bytes)
+        assert isinstance(to_tag, bytes)
+        return cls(callid, from_tag, to_tag)
+
+
+async def deleted_handler(message: Deleted, source: Any) -> None:
+    """A typed handler the core never calls."""
+
+
+def dialog_dispatcher(**options: Any) -> Dispatcher:
+    dispatcher = Dispatcher(**options)
+    dispatcher.register("dialog", raw_handler)
+    return dispatcher
+
+
+# --- classification: every vector lands where OpenSIPS (or better) puts it ---------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("dialog-created-1.bin", None),
+        ("dialog-updated-2.bin", None),
+        ("dialog-deleted-3.bin", None),
+        ("crafted-dialog-created-accepted.bin", None),
+        ("crafted-dialog-cmd9.bin", None),  # the raw handler takes every command
+        # CRC-valid but cut short: the header is fine, the handler's unpack fails later
+        ("crafted-dialog-created-truncated-140-crc-ok.bin", None),
+        ("crafted-runt-12.bin", DropReason.TOO_SHORT),
+        ("crafted-bad-marker.bin", DropReason.BAD_MARKER),
+        ("crafted-dialog-created-bad-crc.bin", DropReason.BAD_CHECKSUM),
+        ("crafted-dialog-created-truncated-140-full-crc.bin", DropReason.BAD_CHECKSUM),
+        ("crafted-unknown-module.bin", DropReason.UNKNOWN_MODULE),
+        ("usrloc-contact-insert-1.bin", DropReason.UNKNOWN_MODULE),
+    ],
+)
+def test_classify_vectors(name: str, expected: DropReason | None) -> None:
+    data = vector(name)
+    verdict = dialog_dispatcher().classify(data, SOURCE)
+    if expected is None:
+        assert isinstance(verdict, PacketReader)
+        assert verdict == PacketReader.parse(data)
+        assert verdict.module == "dialog"
+    else:
+        assert verdict is expected
+
+
+def test_classify_too_long_and_malformed() -> None:
+    dispatcher = dialog_dispatcher()
+    assert dispatcher.classify(b"P4CK" + bytes(65532), SOURCE) is DropReason.TOO_LONG
+    zero_name = DATAGRAM.frame(struct.pack("<ii", 0, 1) + b"xx")
+    assert dispatcher.classify(zero_name, SOURCE) is DropReason.MALFORMED
+    not_utf8 = DATAGRAM.frame(struct.pack("<i", 2) + b"\xff\xfe" + struct.pack("<i", 1))
+    assert dispatcher.classify(not_utf8, SOURCE) is DropReason.MALFORMED
+
+
+def test_classify_big_endian_wire() -> None:
+    packet = PacketWriter("dialog", 3, wire=DATAGRAM_BIG_ENDIAN).pack("sss", "c", "f", "t")
+    little = dialog_dispatcher()
+    big = dialog_dispatcher(wire=DATAGRAM_BIG_ENDIAN)
+    verdict = big.classify(packet.to_bytes(), SOURCE)
+    assert isinstance(verdict, PacketReader)
+    assert verdict.unpack("sss") == (b"c", b"f", b"t")
+    assert isinstance(little.classify(packet.to_bytes(), SOURCE), DropReason)
+
+
+def test_reason_for_maps_every_frame_error() -> None:
+    for data, reason in [
+        (b"P4CK", DropReason.TOO_SHORT),
+        (b"XXXX" + bytes(20), DropReason.BAD_MARKER),
+        (b"P4CK" + bytes(20), DropReason.BAD_CHECKSUM),
+    ]:
+        with pytest.raises(DecodeError) as caught:
+            PacketReader.parse(data)
+        assert reason_for(caught.value) is reason
+
+
+# --- allowlist ----------------------------------------------------------------------
+
+
+def test_allowlist_is_checked_before_decoding() -> None:
+    dispatcher = dialog_dispatcher(allow=["10.1.0.0/16", ipaddress.ip_network("::1/128")])
+    runt = vector("crafted-runt-12.bin")
+    assert dispatcher.classify(runt, ("127.0.0.1", 1)) is DropReason.SOURCE_NOT_ALLOWED
+    assert dispatcher.classify(runt, ("10.1.2.3", 1)) is DropReason.TOO_SHORT
+    assert dispatcher.classify(runt, ("::1", 1, 0, 0)) is DropReason.TOO_SHORT
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.255.0.9", True),
+        ("128.0.0.1", False),
+        ("::1", True),
+        ("::2", False),
+        ("::ffff:127.0.0.1", True),  # IPv4-mapped source on a dual-stack socket
+        ("::ffff:10.0.0.1", False),
+        ("fe80::1%eth0", True),
+        ("fe80::2%2", True),
+        ("not-an-address", False),
+        ("", False),
+    ],
+)
+def test_allowlist_hosts(host: str, allowed: bool) -> None:
+    allow = AllowList(["127.0.0.0/8", "::1", "fe80::/64"])
+    assert allow.allows(host) is allowed
+    assert allow.allows(host) is allowed  # cached answer is the same
+
+
+def test_allowlist_rejects_invalid_network() -> None:
+    with pytest.raises(ValueError):
+        AllowList(["300.1.1.1/8"])
+
+
+# --- registry -----------------------------------------------------------------------
+
+
+def test_register_twice_is_an_error_and_unregister_works() -> None:
+    dispatcher = dialog_dispatcher()
+    with pytest.raises(AlreadyRegistered):
+        dispatcher.register("dialog", raw_handler)
+    route = dispatcher.unregister("dialog")
+    assert route.module == "dialog" and route.raw is not None
+    data = vector("dialog-created-1.bin")
+    assert dispatcher.classify(data, SOURCE) is DropReason.UNKNOWN_MODULE
+    with pytest.raises(NotRegistered):
+        dispatcher.unregister("dialog")
+    dispatcher.register("dialog", raw_handler)
+    assert isinstance(dispatcher.classify(data, SOURCE), PacketReader)
+
+
+def test_register_checks_options() -> None:
+    dispatcher = Dispatcher()
+    with pytest.raises(ValueError):
+        dispatcher.register("dialog", raw_handler, concurrency=0)
+    with pytest.raises(ValueError):
+        dispatcher.register("dialog", raw_handler, timeout=0)
+    assert dispatcher.routes == {}
+
+
+def test_typed_only_module_drops_unknown_commands() -> None:
+    dispatcher = Dispatcher()
+    route = dispatcher.register_message(Deleted, deleted_handler)
+    assert route.accepts(3) and not route.accepts(1)
+    deleted = dispatcher.classify(vector("dialog-deleted-1.bin"), SOURCE)
+    assert isinstance(deleted, PacketReader)
+    target = dispatcher.routes["dialog"].target(deleted)
+    assert isinstance(target, Target) and target.handler is deleted_handler
+    assert target.decode is not None
+    message = target.decode(deleted)
+    assert isinstance(message, Deleted) and message.callid.startswith(b"rig21-call-")
+    created = vector("dialog-created-1.bin")
+    assert dispatcher.classify(created, SOURCE) is DropReason.UNKNOWN_COMMAND
+    with pytest.raises(AlreadyRegistered):
+        dispatcher.register_message(Deleted, deleted_handler)
+
+
+def test_raw_handler_takes_commands_without_typed_handler() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.register_message(Deleted, deleted_handler)
+    route = dispatcher.register("dialog", raw_handler, timeout=2.0)
+    created = dispatcher.classify(vector("dialog-created-1.bin"), SOURCE)
+    assert isinstance(created, PacketReader)
+    target = route.target(created)
+    assert isinstance(target, Target)
+    assert target.handler is raw_handler and target.decode is None and target.timeout == 2.0
+    deleted = dispatcher.classify(vector("dialog-deleted-1.bin"), SOURCE)
+    assert isinstance(deleted, PacketReader)
+    typed = route.target(deleted)
+    assert isinstance(typed, Target) and typed.handler is deleted_handler
+
+
+def test_handlers_of_one_module_share_concurrency() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.register_message(Deleted, deleted_handler, concurrency=4)
+    with pytest.raises(ValueError, match="concurrency 4"):
+        dispatcher.register("dialog", raw_handler)
+    assert dispatcher.register("dialog", raw_handler, concurrency=4).concurrency == 4
+
+
+def test_message_class_needs_module_and_command() -> None:
+    class Nameless:
+        MODULE: ClassVar[Any] = None
+        COMMAND: ClassVar[int] = 1
+
+        @classmethod
+        def from_packet(cls, reader: PacketReader) -> Nameless:
+            return cls()
+
+    with pytest.raises(TypeError):
+        Dispatcher().register_message(Nameless, deleted_handler)
+
+
+def test_route_is_immutable() -> None:
+    route = Route("dialog", Target(raw_handler, None))
+    with pytest.raises(AttributeError):
+        route.module = "ul"  # type: ignore[misc]
+
+
+# --- log limiter ----------------------------------------------------------------------
+
+
+def test_log_limiter_one_line_per_key_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = LogLimiter(logging.getLogger("binif.test"), interval=1.0)
+    with caplog.at_level(logging.INFO, logger="binif.test"):
+        assert limiter.log("a", 10.0, logging.WARNING, "drop %s", "x")
+        assert not limiter.log("a", 10.5, logging.WARNING, "drop %s", "x")
+        assert not limiter.log("a", 10.9, logging.WARNING, "drop %s", "x")
+        assert limiter.log("b", 10.9, logging.WARNING, "other")
+        assert limiter.log("a", 11.0, logging.WARNING, "drop %s", "y")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == ["drop x", "other", "drop y (2 similar suppressed)"]
+
+
+# --- stats ------------------------------------------------------------------------------
+
+
+def test_stats_snapshot_is_frozen_and_balanced() -> None:
+    counters = Counters()
+    counters.received = 10
+    counters.handled = 4
+    counters.handler_errors = 1
+    counters.handler_timeouts = 1
+    counters.drops[DropReason.BAD_CHECKSUM] = 2
+    stats = Stats.capture(counters, pending=2, queue_depths={"dialog": 1})
+    assert stats.dropped == 2 and stats.finished == 8 and stats.balanced()
+    counters.handled = 99  # the snapshot does not move
+    assert stats.handled == 4
+    with pytest.raises(AttributeError):
+        stats.handled = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        stats.drops[DropReason.TOO_SHORT] = 1  # type: ignore[index]
+    assert set(stats.drops) == set(DropReason)
+    assert stats.as_dict()["drops"]["bad_checksum"] == 2
+    unbalanced = Stats.capture(counters, pending=0, queue_depths={})
+    assert not unbalanced.balanced()
+
+
+def test_kernel_drops_unknown_inode_is_none() -> None:
+    assert udp_kernel_drops(0, ipv6=False) is None
+    assert udp_kernel_drops(2**62, ipv6=True) is None
+
+
+def test_dialog_vector_matches_layout() -> None:
+    reader = PacketReader.parse(vector("dialog-created-1.bin"))
+    assert len(reader.unpack(DIALOG_LAYOUT, exact=True)) == 25
