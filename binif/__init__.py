@@ -36,8 +36,10 @@ from .errors import (
     PacketTooLarge,
     PacketTooLong,
     PacketTooShort,
+    PacketTooSmall,
     TrailingBytes,
     TruncatedField,
+    UnencodableText,
 )
 from .messages import Message, MessageField, MessageRegistry
 from .reader import Field, PacketReader
@@ -84,11 +86,13 @@ __all__ = [
     "PacketTooLarge",
     "PacketTooLong",
     "PacketTooShort",
+    "PacketTooSmall",
     "PacketWriter",
     "Stats",
     "StrValue",
     "TrailingBytes",
     "TruncatedField",
+    "UnencodableText",
     "WireFormat",
     "opensips_crc32",
     "run",

@@ -87,12 +87,20 @@ class PacketTooLarge(EncodeError):
     """The packet would exceed the wire format's maximum size."""
 
 
+class PacketTooSmall(EncodeError):
+    """The packet would be shorter than the smallest one a receiver accepts."""
+
+
 class IntOutOfRange(EncodeError):
     """An int field is outside the signed 32-bit range."""
 
 
 class InvalidModuleName(EncodeError):
     """A module name is empty or too long to fit in a packet."""
+
+
+class UnencodableText(EncodeError):
+    """Text given for a str field or module name cannot be encoded as UTF-8."""
 
 
 class FieldTypeError(EncodeError, TypeError):

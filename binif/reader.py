@@ -9,6 +9,9 @@ packet is fully decoded or rejected with a :class:`~binif.errors.FieldError`.
 
 from __future__ import annotations
 
+import struct
+from typing import NoReturn
+
 from .errors import (
     BadFieldLength,
     BadModuleName,
@@ -16,7 +19,7 @@ from .errors import (
     TrailingBytes,
     TruncatedField,
 )
-from .layout import compile_layout
+from .layout import STR, compile_layout
 from .wire import DATAGRAM, WireFormat
 
 __all__ = ["Field", "PacketReader"]
@@ -26,15 +29,28 @@ Field = bytes | int
 
 
 class _Head:
-    """What every reader of one packet shares."""
+    """What every reader of one packet shares, with the wire's unpackers bound."""
 
-    __slots__ = ("module", "command", "wire", "fields_offset")
+    __slots__ = (
+        "byte_order_prefix",
+        "command",
+        "fields_offset",
+        "length_size",
+        "module",
+        "unpack_int",
+        "unpack_length",
+        "wire",
+    )
 
     def __init__(self, module: str, command: int, wire: WireFormat, fields_offset: int) -> None:
         self.module = module
         self.command = command
         self.wire = wire
         self.fields_offset = fields_offset
+        self.unpack_length = wire.length.unpack_from
+        self.length_size = wire.length.size
+        self.unpack_int = wire.int32.unpack_from
+        self.byte_order_prefix = wire.int32.format[0]
 
 
 class PacketReader:
@@ -74,12 +90,13 @@ class PacketReader:
                 f"module name length {name_len} at byte offset {pos - length.size} does not leave"
                 f" room for the name and the command in a {size}-byte packet"
             )
-        try:
-            module = data[pos : pos + name_len].decode()
-        except UnicodeDecodeError as exc:
-            raise BadModuleName(f"module name {data[pos : pos + name_len]!r} is not UTF-8") from exc
-        (command,) = wire.int32.unpack_from(data, pos + name_len)
-        return _make(_Head(module, command, wire, command_end), data, command_end, 0)
+        key = (data[wire.header_size : command_end], wire)
+        head = _HEADS.get(key)
+        if head is None:
+            head = _make_head(data, pos, name_len, wire)
+            if len(_HEADS) < _HEADS_MAX:
+                _HEADS[key] = head
+        return _make(head, data, command_end, 0)
 
     # --- what the packet is -----------------------------------------------------
 
@@ -134,19 +151,42 @@ class PacketReader:
 
     # --- reading fields -----------------------------------------------------------
 
+    # pop_str and pop_int inline the happy path: they are the per-field hot path.
+    # Any failure goes through _str_span or _need, which name the precise error.
+
     def pop_str(self) -> tuple[bytes, PacketReader]:
         """Read a str field: ``(bytes, reader after it)``. NULL and empty both give b""."""
         data = self._data
-        start, stop = self._str_span(data, self._pos, self._index)
-        return data[start:stop], _make(self._head, data, stop, self._index + 1)
+        pos = self._pos
+        head = self._head
+        start = pos + head.length_size
+        if start <= len(data):
+            (n,) = head.unpack_length(data, pos)
+            stop = start + n
+            if n >= 0 and stop <= len(data):
+                reader = _new_reader(PacketReader)
+                reader._head = head
+                reader._data = data
+                reader._pos = stop
+                reader._index = self._index + 1
+                return data[start:stop], reader
+        self._str_span(data, pos, self._index)
+        raise AssertionError("unreachable: _str_span raises for a field that does not fit")
 
     def pop_int(self) -> tuple[int, PacketReader]:
         """Read a signed 32-bit int field: ``(int, reader after it)``."""
-        int32 = self._head.wire.int32
+        data = self._data
         pos = self._pos
-        self._need(pos, int32.size, "int", self._index)
-        (value,) = int32.unpack_from(self._data, pos)
-        return value, _make(self._head, self._data, pos + int32.size, self._index + 1)
+        stop = pos + 4
+        if stop > len(data):
+            self._need(pos, 4, "int", self._index)
+        head = self._head
+        reader = _new_reader(PacketReader)
+        reader._head = head
+        reader._data = data
+        reader._pos = stop
+        reader._index = self._index + 1
+        return head.unpack_int(data, pos)[0], reader
 
     def skip_str(self, n: int = 1) -> PacketReader:
         """The reader after ``n`` str fields."""
@@ -183,34 +223,41 @@ class PacketReader:
         return values, _make(self._head, self._data, pos, self._index + len(values))
 
     def _unpack(self, layout: str) -> tuple[tuple[Field, ...], int]:
-        wire = self._head.wire
-        runs = compile_layout(layout, wire.int32.format[0])
+        head = self._head
+        plan = compile_layout(layout, head.byte_order_prefix)
         data = self._data
         end = len(data)
         pos = self._pos
-        length_unpack = wire.length.unpack_from
-        length_size = wire.length.size
+        unpack_length = head.unpack_length
+        length_size = head.length_size
         values: list[Field] = []
         append = values.append
-        for _kind, count, ints in runs:
-            if ints is None:
-                for _ in range(count):
+        extend = values.extend
+        # The happy path checks only what struct does not: a str's length. Any
+        # failure is re-read field by field to name the precise error.
+        try:
+            for ints in plan:
+                if ints is None:
+                    (n,) = unpack_length(data, pos)
                     start = pos + length_size
-                    if start > end:
-                        self._need(pos, length_size, "str length", self._index + len(values))
-                    (n,) = length_unpack(data, pos)
                     pos = start + n
                     if n < 0 or pos > end:
-                        start, pos = self._str_span(
-                            data, start - length_size, self._index + len(values)
-                        )
+                        break
                     append(data[start:pos])
+                else:
+                    extend(ints.unpack_from(data, pos))
+                    pos += ints.size
             else:
-                if pos + ints.size > end:
-                    self._need(pos, ints.size, f"{count} ints", self._index + len(values))
-                values.extend(ints.unpack_from(data, pos))
-                pos += ints.size
-        return tuple(values), pos
+                return tuple(values), pos
+        except struct.error:
+            pass
+        self._raise_unpack_error(layout)
+
+    def _raise_unpack_error(self, layout: str) -> NoReturn:
+        reader = self
+        for kind in layout:
+            reader = reader.skip_str() if kind == STR else reader.skip_int()
+        raise AssertionError(f"unpack({layout!r}) failed but every field reads alone")
 
     # --- bounds checks: the only place a read can fail ------------------------------
 
@@ -273,3 +320,20 @@ def _make(head: _Head, data: bytes, pos: int, index: int) -> PacketReader:
 
 
 _new_reader = object.__new__
+
+
+# A receiver sees a handful of (module, command) pairs: their decoded heads are
+# kept (up to a bound, so random names cannot grow memory) and found by the
+# head's raw bytes, which skips decoding the name on every packet.
+_HEADS: dict[tuple[bytes, WireFormat], _Head] = {}
+_HEADS_MAX = 1024
+
+
+def _make_head(data: bytes, pos: int, name_len: int, wire: WireFormat) -> _Head:
+    name = data[pos : pos + name_len]
+    try:
+        module = name.decode()
+    except UnicodeDecodeError as exc:
+        raise BadModuleName(f"module name {name!r} is not UTF-8") from exc
+    (command,) = wire.int32.unpack_from(data, pos + name_len)
+    return _Head(module, command, wire, pos + name_len + wire.int32.size)

@@ -23,13 +23,14 @@ Checksum = Callable[[bytes | memoryview], int]
 _STRUCT_PREFIX = {"little": "<", "big": ">"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class WireFormat:
     """One profile of the BIN wire format.
 
     The datagram profile (OpenSIPS 1.10-2.1) is ``P4CK``, a CRC of the body,
     then the body: name length, module name, command, fields. Every integer is
-    in the sender's host order, little-endian in practice.
+    in the sender's host order, little-endian in practice. Formats compare and
+    hash by identity: use the module's constants or keep the one you made.
     """
 
     name: str

@@ -16,6 +16,8 @@ from .errors import (
     InvalidModuleName,
     LayoutError,
     PacketTooLarge,
+    PacketTooSmall,
+    UnencodableText,
 )
 from .layout import compile_layout
 from .wire import DATAGRAM, WireFormat
@@ -29,39 +31,84 @@ INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
 
 
-def _str_bytes(value: object, index: int) -> bytes:
+def _str_bytes(value: object, what: str) -> bytes:
     if type(value) is bytes:
         return value
     if isinstance(value, str):
-        return value.encode()
+        return _utf8(value, what)
     if value is None:
         return b""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise FieldTypeError(
-        f"field {index}: a str field takes bytes, str or None, not {type(value).__name__}"
+        f"{what}: a str field takes bytes, str or None, not {type(value).__name__}"
     )
 
 
-def _int_error(value: object, index: int) -> Exception:
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise UnencodableText(
+            f"{what}: {text[:40]!r} is not encodable as UTF-8: {exc.reason}"
+        ) from None
+
+
+def _int_error(value: object, what: str) -> Exception:
     if not isinstance(value, int):
-        return FieldTypeError(
-            f"field {index}: an int field takes an int, not {type(value).__name__}"
-        )
+        return FieldTypeError(f"{what}: an int field takes an int, not {type(value).__name__}")
     return IntOutOfRange(
-        f"field {index}: {value} is outside the signed 32-bit range [{INT32_MIN}, {INT32_MAX}]"
+        f"{what}: {value} is outside the signed 32-bit range [{INT32_MIN}, {INT32_MAX}]"
     )
 
 
 class _Head:
-    """What every writer extending one root shares."""
+    """What every writer extending one root shares, with the wire's packers bound."""
 
-    __slots__ = ("module", "command", "wire")
+    __slots__ = (
+        "byte_order_prefix",
+        "command",
+        "max_packet",
+        "module",
+        "pack_int",
+        "pack_length",
+        "wire",
+    )
 
     def __init__(self, module: str, command: int, wire: WireFormat) -> None:
         self.module = module
         self.command = command
         self.wire = wire
+        self.max_packet = wire.max_packet
+        self.pack_length = wire.length.pack
+        self.pack_int = wire.int32.pack
+        self.byte_order_prefix = wire.int32.format[0]
+
+
+_Root = tuple[_Head, bytes, int]
+"""A writer with no fields: shared head, the body's first chunk, packet size."""
+
+# Building a root validates the name and binds the wire's packers; senders use a
+# handful of (module, command) pairs, so roots are kept (up to a bound).
+_ROOTS: dict[tuple[str, int, WireFormat], _Root] = {}
+_ROOTS_MAX = 1024
+
+
+def _make_root(module: str, command: int, wire: WireFormat) -> _Root:
+    if not isinstance(module, str):
+        raise InvalidModuleName(f"a module name is a str, not {type(module).__name__}")
+    name = _utf8(module, "module name")
+    limit = wire.max_packet - wire.header_size - wire.length.size - wire.int32.size
+    if not name or len(name) > limit:
+        raise InvalidModuleName(
+            f"module name must be 1 to {limit} bytes of UTF-8, not {len(name)}: {module[:40]!r}"
+        )
+    try:
+        command_bytes = wire.int32.pack(command)
+    except struct.error:
+        raise _int_error(command, "command") from None
+    chunk = wire.length.pack(len(name)) + name + command_bytes
+    return _Head(module, command, wire), chunk, wire.header_size + len(chunk)
 
 
 class PacketWriter:
@@ -71,7 +118,7 @@ class PacketWriter:
     gives a datagram ready to send; the writers in between stay valid.
     """
 
-    __slots__ = ("_head", "_prev", "_chunk", "_size", "_count")
+    __slots__ = ("_chunk", "_count", "_head", "_prev", "_size")
 
     _head: _Head
     _prev: PacketWriter | None
@@ -80,31 +127,21 @@ class PacketWriter:
     _count: int
 
     def __init__(self, module: str, command: int, *, wire: WireFormat = DATAGRAM) -> None:
-        if not isinstance(module, str):
-            raise InvalidModuleName(f"a module name is a str, not {type(module).__name__}")
-        name = module.encode()
-        limit = wire.max_packet - wire.header_size - wire.length.size - wire.int32.size
-        if not name or len(name) > limit:
-            raise InvalidModuleName(
-                f"module name must be 1 to {limit} bytes of UTF-8, not {len(name)}: {module[:40]!r}"
-            )
-        try:
-            command_bytes = wire.int32.pack(command)
-        except struct.error:
-            raise _int_error(command, -1) from None
-        self._head = _Head(module, command, wire)
+        key = (module, command, wire)
+        # 1.0 == 1: only a true int may take a cached root made for an int.
+        root = _ROOTS.get(key) if type(command) is int else None
+        if root is None:
+            root = _make_root(module, command, wire)
+            if len(_ROOTS) < _ROOTS_MAX:
+                _ROOTS[key] = root
+        self._head, self._chunk, self._size = root
         self._prev = None
-        self._chunk = wire.length.pack(len(name)) + name + command_bytes
-        self._size = wire.header_size + len(self._chunk)
         self._count = 0
 
     def _extend(self, chunk: bytes, count: int) -> PacketWriter:
         size = self._size + len(chunk)
-        if size > self._head.wire.max_packet:
-            raise PacketTooLarge(
-                f"field {self._count}: {len(chunk)} more bytes would make the packet {size} bytes,"
-                f" over the {self._head.wire.max_packet}-byte maximum"
-            )
+        if size > self._head.max_packet:
+            raise self._too_large(chunk, size)
         new = _new_writer(PacketWriter)
         new._head = self._head
         new._prev = self
@@ -113,49 +150,85 @@ class PacketWriter:
         new._count = self._count + count
         return new
 
+    def _too_large(self, chunk: bytes, size: int) -> PacketTooLarge:
+        return PacketTooLarge(
+            f"field {self._count}: {len(chunk)} more bytes would make the packet {size} bytes,"
+            f" over the {self._head.max_packet}-byte maximum"
+        )
+
+    # push_str and push_int inline _extend: they are the per-field hot path.
+
     def push_str(self, value: StrValue) -> PacketWriter:
         """Return a writer with one more str field: bytes, text as UTF-8, or None (NULL)."""
-        data = _str_bytes(value, self._count)
-        return self._extend(self._head.wire.length.pack(len(data)) + data, 1)
+        if type(value) is not bytes:
+            value = _str_bytes(value, f"field {self._count}")
+        head = self._head
+        chunk = head.pack_length(len(value)) + value
+        size = self._size + len(chunk)
+        if size > head.max_packet:
+            raise self._too_large(chunk, size)
+        new = _new_writer(PacketWriter)
+        new._head = head
+        new._prev = self
+        new._chunk = chunk
+        new._size = size
+        new._count = self._count + 1
+        return new
 
     def push_int(self, value: int) -> PacketWriter:
         """Return a writer with one more signed 32-bit int field."""
+        head = self._head
         try:
-            return self._extend(self._head.wire.int32.pack(value), 1)
+            chunk = head.pack_int(value)
         except struct.error:
-            raise _int_error(value, self._count) from None
+            raise _int_error(value, f"field {self._count}") from None
+        size = self._size + 4
+        if size > head.max_packet:
+            raise self._too_large(chunk, size)
+        new = _new_writer(PacketWriter)
+        new._head = head
+        new._prev = self
+        new._chunk = chunk
+        new._size = size
+        new._count = self._count + 1
+        return new
 
     def pack(self, layout: str, *values: StrValue | int) -> PacketWriter:
         """Return a writer with one field per character of ``layout`` (``s`` str, ``i`` int)."""
-        wire = self._head.wire
-        runs = compile_layout(layout, wire.int32.format[0])
+        head = self._head
+        plan = compile_layout(layout, head.byte_order_prefix)
         if len(values) != len(layout):
             raise LayoutError(
                 f"layout {layout!r} has {len(layout)} fields but {len(values)} values were given"
             )
-        pack_length = wire.length.pack
+        pack_length = head.pack_length
         parts: list[bytes] = []
+        append = parts.append
         index = 0
-        for _kind, count, ints in runs:
+        for ints in plan:
             if ints is None:
-                for value in values[index : index + count]:
-                    data = _str_bytes(value, self._count + index)
-                    parts.append(pack_length(len(data)))
-                    parts.append(data)
-                    index += 1
+                value = values[index]
+                if type(value) is not bytes:
+                    value = _str_bytes(value, f"field {self._count + index}")
+                append(pack_length(len(value)))
+                append(value)
+                index += 1
             else:
-                group = values[index : index + count]
+                stop = index + (ints.size >> 2)
                 try:
-                    parts.append(ints.pack(*group))
+                    append(ints.pack(*values[index:stop]))
                 except struct.error:
-                    for offset, value in enumerate(group):
-                        try:
-                            wire.int32.pack(value)
-                        except struct.error:
-                            raise _int_error(value, self._count + index + offset) from None
-                    raise  # pragma: no cover - one of the values must have failed
-                index += count
+                    raise self._first_bad_int(values, index, stop) from None
+                index = stop
         return self._extend(b"".join(parts), len(values))
+
+    def _first_bad_int(self, values: tuple[object, ...], start: int, stop: int) -> Exception:
+        for index in range(start, stop):
+            try:
+                self._head.pack_int(values[index])
+            except struct.error:
+                return _int_error(values[index], f"field {self._count + index}")
+        raise AssertionError("struct refused a run of ints that each pack alone")
 
     @property
     def module(self) -> str:
@@ -190,7 +263,13 @@ class PacketWriter:
             chunks.append(node._chunk)
             node = node._prev
         chunks.reverse()
-        return self._head.wire.frame(b"".join(chunks))
+        wire = self._head.wire
+        if self._size < wire.min_packet:
+            raise PacketTooSmall(
+                f"a {self._size}-byte packet is below the {wire.min_packet}-byte minimum that"
+                " receivers accept: use a longer module name or add a field"
+            )
+        return wire.frame(b"".join(chunks))
 
     __bytes__ = to_bytes
 

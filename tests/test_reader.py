@@ -1,0 +1,200 @@
+"""PacketReader: validation in OpenSIPS's order, then bounds-checked, immutable pops."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from binif import (
+    BadFieldLength,
+    BadModuleName,
+    BadNameLength,
+    BinError,
+    LayoutError,
+    PacketReader,
+    PacketWriter,
+    TrailingBytes,
+    TruncatedField,
+)
+from binif.crc import opensips_crc32
+
+PACKET = PacketWriter("dialog", 3).pack("ssi", "call-1", b"", 42).to_bytes()
+
+
+def packet_with_body(body: bytes) -> bytes:
+    """A packet whose CRC is right for ``body``, however malformed the body is."""
+    return b"P4CK" + struct.pack("<I", opensips_crc32(body)) + body
+
+
+def test_parse_reads_module_command_and_fields() -> None:
+    reader = PacketReader.parse(PACKET)
+    assert (reader.module, reader.command, reader.index, reader.offset) == ("dialog", 3, 0, 22)
+    assert reader.data == PACKET
+    assert reader.fields == reader.remaining == PACKET[22:]
+    assert reader.unpack("ssi", exact=True) == (b"call-1", b"", 42)
+
+
+def test_parse_accepts_bytearray_and_memoryview() -> None:
+    assert PacketReader.parse(bytearray(PACKET)).unpack("ssi") == (b"call-1", b"", 42)
+    assert PacketReader.parse(memoryview(PACKET)).unpack("ssi") == (b"call-1", b"", 42)
+
+
+def test_readers_are_not_built_directly() -> None:
+    with pytest.raises(TypeError, match=r"PacketReader\.parse"):
+        PacketReader()
+
+
+@pytest.mark.parametrize("name_len", [0, -1, 7, 2**31 - 1])
+def test_bad_module_name_length(name_len: int) -> None:
+    body = struct.pack("<i", name_len) + b"dialog" + struct.pack("<i", 1)
+    with pytest.raises(BadNameLength, match=f"module name length {name_len} at byte offset 8"):
+        PacketReader.parse(packet_with_body(body))
+
+
+def test_name_length_that_leaves_no_room_for_the_command() -> None:
+    body = struct.pack("<i", 8) + b"dialog" + b"\x01\x00\x00\x00"
+    with pytest.raises(BadNameLength):
+        PacketReader.parse(packet_with_body(body))
+
+
+def test_module_name_must_be_utf8() -> None:
+    body = struct.pack("<i", 2) + b"\xff\xfe" + struct.pack("<i", 1)
+    with pytest.raises(BadModuleName, match="not UTF-8"):
+        PacketReader.parse(packet_with_body(body))
+
+
+def test_pops_return_the_value_and_a_new_reader() -> None:
+    first = PacketReader.parse(PACKET)
+    callid, second = first.pop_str()
+    empty, third = second.pop_str()
+    number, last = third.pop_int()
+    assert (callid, empty, number) == (b"call-1", b"", 42)
+    assert last.at_end and (last.index, last.offset) == (3, 40) and len(PACKET) == 40
+    # Popping the same reader twice gives the same answer: no hidden cursor.
+    assert first.pop_str() == (callid, second)
+    assert first.index == 0 and first.offset == 22
+    assert last.rewind() == first
+
+
+def test_skip_moves_over_fields() -> None:
+    reader = PacketReader.parse(PACKET)
+    assert reader.skip_str(2).pop_int()[0] == 42
+    assert reader.skip_str().skip_str().skip_int().at_end
+    assert reader.skip_str(2).skip_int(1).index == 3
+    assert reader.skip_str(0) == reader
+
+
+def test_popping_past_the_end_names_field_and_offset() -> None:
+    last = PacketReader.parse(PACKET).skip_str(2).skip_int()
+    with pytest.raises(TruncatedField, match=r"field 3 \(int\) at byte offset 40") as caught:
+        last.pop_int()
+    assert (caught.value.index, caught.value.offset) == (3, 40)
+    with pytest.raises(TruncatedField, match=r"field 3 \(str length\) at byte offset 40"):
+        last.pop_str()
+    with pytest.raises(TruncatedField):
+        last.skip_int()
+    with pytest.raises(TruncatedField):
+        last.skip_str()
+    # The failed pops left the reader where it was.
+    assert (last.index, last.offset) == (3, 40)
+
+
+def test_str_longer_than_the_packet() -> None:
+    body = struct.pack("<i", 2) + b"ul" + struct.pack("<i", 1) + struct.pack("<i", 10) + b"abc"
+    reader = PacketReader.parse(packet_with_body(body))
+    with pytest.raises(TruncatedField, match="length 10 runs past the end, 3 bytes left") as caught:
+        reader.pop_str()
+    assert (caught.value.index, caught.value.offset) == (0, 18)
+    with pytest.raises(TruncatedField, match="length 10 runs past the end"):
+        reader.unpack("s")
+
+
+def test_negative_str_length() -> None:
+    body = struct.pack("<i", 2) + b"ul" + struct.pack("<i", 1) + struct.pack("<i", -4) + b"abcd"
+    reader = PacketReader.parse(packet_with_body(body))
+    with pytest.raises(BadFieldLength, match="negative length -4"):
+        reader.pop_str()
+    with pytest.raises(BadFieldLength):
+        reader.unpack("s")
+    assert reader.unpack("i") == (-4,)  # the same bytes are a fine int
+
+
+def test_unpack_errors_name_the_first_field_that_fails() -> None:
+    reader = PacketReader.parse(PACKET)
+    with pytest.raises(TruncatedField) as caught:
+        reader.unpack("ssii")
+    assert (caught.value.index, caught.value.offset) == (3, 40)
+    with pytest.raises(TruncatedField) as caught:
+        reader.unpack("sis")  # the empty str's 4 zero bytes are an int, then 42 as a length
+    assert caught.value.index == 2
+
+
+def test_exact_unpack_refuses_trailing_bytes() -> None:
+    reader = PacketReader.parse(PACKET)
+    with pytest.raises(TrailingBytes, match="4 bytes left after the 2 fields") as caught:
+        reader.unpack("ss", exact=True)
+    assert (caught.value.index, caught.value.offset) == (2, 36)
+    assert reader.unpack("ss") == (b"call-1", b"")
+
+
+def test_unpack_reader_continues_where_unpack_stopped() -> None:
+    values, rest = PacketReader.parse(PACKET).unpack_reader("ss")
+    assert values == (b"call-1", b"")
+    assert rest.pop_int()[0] == 42 and rest.index == 2
+
+
+def test_bad_layout() -> None:
+    with pytest.raises(LayoutError, match="'q' at position 0"):
+        PacketReader.parse(PACKET).unpack("qs")
+
+
+async def test_one_reader_shared_by_many_tasks() -> None:
+    reader = PacketReader.parse(PACKET)
+
+    async def consume() -> tuple[object, ...]:
+        values = []
+        current = reader
+        for kind in "ssi":
+            await asyncio.sleep(0)
+            value, current = current.pop_str() if kind == "s" else current.pop_int()
+            values.append(value)
+        return tuple(values)
+
+    results = await asyncio.gather(*(consume() for _ in range(50)))
+    assert set(results) == {(b"call-1", b"", 42)}
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_parse_or_raise_a_bin_error(data: bytes) -> None:
+    try:
+        reader = PacketReader.parse(data)
+    except BinError:
+        return
+    assert data[:4] == b"P4CK"
+    assert int.from_bytes(data[4:8], "little") == opensips_crc32(data[8:])
+    assert reader.offset <= len(data)
+
+
+@given(body=st.binary(min_size=10, max_size=200), layout=st.text("si", max_size=30))
+def test_arbitrary_bodies_with_a_valid_crc_never_escape_bin_error(body: bytes, layout: str) -> None:
+    """Past the checksum the fields are the attacker's: every read fails cleanly or succeeds."""
+    try:
+        reader = PacketReader.parse(packet_with_body(b"\x02\x00\x00\x00ul" + body))
+    except BinError:
+        return
+    for exact in (False, True):
+        try:
+            values = reader.unpack(layout, exact=exact)
+        except BinError:
+            continue
+        assert len(values) == len(layout)
+    current = reader
+    for kind in layout:
+        try:
+            _, current = current.pop_str() if kind == "s" else current.pop_int()
+        except BinError:
+            break

@@ -1,0 +1,34 @@
+"""The README's examples run as written, and so does the codec tour."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCKS = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S)
+
+
+def test_readme_has_examples() -> None:
+    assert BLOCKS
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_block_runs(index: int) -> None:
+    exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
+
+
+def test_codec_tour_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples/codec_tour.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "rebuilt byte for byte: True" in result.stdout
+    assert "TruncatedField: field 15" in result.stdout
