@@ -36,6 +36,6 @@ def loop_factory(use_uvloop: bool | None = None) -> Callable[[], asyncio.Abstrac
 def run(
     main: Coroutine[Any, Any, T], *, debug: bool | None = None, use_uvloop: bool | None = None
 ) -> T:
-    """Run ``main`` to completion in a new event loop (uvloop when available) and return its result."""
+    """Run ``main`` in a new event loop (uvloop when available); return its result."""
     with asyncio.Runner(debug=debug, loop_factory=loop_factory(use_uvloop)) as runner:
         return runner.run(main)
