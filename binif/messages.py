@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, Self, cast, dataclass_transform
 
 from .errors import (
@@ -116,6 +117,11 @@ class Message(metaclass=_MessageMeta):
     """The fields in wire order, derived from the annotations."""
     LAYOUT: ClassVar[str] = ""
     """The layout string (``s``/``i`` per field) the codec reads and writes."""
+    RAW_INTS: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    """bytes fields that hold a raw C integer, each with the property decoding it.
+
+    Tools (the CLI, the Wireshark dissector) show those values as numbers too.
+    """
 
     def __init_subclass__(
         cls, *, module: str | None = None, command: int | None = None, **kwargs: Any

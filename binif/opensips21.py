@@ -10,6 +10,7 @@ them as the little-endian integers an x86-64 or arm64 sender writes.
 from __future__ import annotations
 
 from enum import IntEnum
+from types import MappingProxyType
 
 from .errors import BadRawValue
 from .messages import Message, MessageRegistry
@@ -173,6 +174,10 @@ class UsrlocContactFields(Message):
     methods: int
     last_modified: bytes
     """Raw ``time_t``: see :attr:`last_modified_at`."""
+
+    RAW_INTS = MappingProxyType(
+        {"expires": "expires_at", "q": "q_value", "last_modified": "last_modified_at"}
+    )
 
     @property
     def expires_at(self) -> int:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from binif import BadChecksum, PacketReader, PacketWriter, TrailingBytes, TruncatedField
+from binif import (
+    BadChecksum,
+    Endpoint,
+    PacketReader,
+    PacketWriter,
+    TrailingBytes,
+    TruncatedField,
+)
+from binif.dispatch import Address, DropReason
 from binif.errors import BadRawValue
+from binif.messages import Message
 from binif.opensips21 import (
     OPENSIPS21,
     DialogCreated,
@@ -158,3 +168,63 @@ def test_dialog_state_codes() -> None:
     updated = DialogUpdated.from_bytes((VECTORS / "dialog-updated-1.bin").read_bytes())
     assert DialogState(created.state) is DialogState.CONFIRMED_NA
     assert DialogState(updated.state) is DialogState.CONFIRMED
+
+
+# --- typed routing through real endpoints ---------------------------------------------
+
+
+async def test_endpoint_delivers_built_in_messages_in_order() -> None:
+    """Two endpoints on 127.0.0.1: typed handlers get instances; bad fields are counted drops."""
+    received: list[tuple[str, Message]] = []
+    done = asyncio.Event()
+
+    async with Endpoint(("127.0.0.1", 0)) as backup, Endpoint(("127.0.0.1", 0)) as active:
+
+        @backup.on(DialogCreated)
+        async def created(message: DialogCreated, source: Address) -> None:
+            assert source == active.local_address
+            await asyncio.sleep(0)  # order must hold while a handler awaits
+            received.append(("created", message))
+
+        @backup.on(DialogDeleted)
+        async def deleted(message: DialogDeleted, source: Address) -> None:
+            received.append(("deleted", message))
+            if message.callid == "rig21-call-3@127.0.0.1":
+                done.set()
+
+        trailing = (
+            DialogCreated.with_defaults(callid="x")
+            .to_writer()
+            .pack("s", "")  # one field too many: trailing bytes
+        )
+        bad_text = PacketWriter("dialog", 3).pack("sss", b"\xff\xfe", "f", "t")
+        packets: list[bytes | PacketWriter] = []
+        for call in (1, 2, 3):
+            packets += [
+                (VECTORS / f"dialog-created-{call}.bin").read_bytes(),
+                (VECTORS / f"dialog-updated-{call}.bin").read_bytes(),  # no handler for 2
+                (VECTORS / f"dialog-deleted-{call}.bin").read_bytes(),
+            ]
+            if call == 1:
+                packets += [
+                    (VECTORS / "crafted-dialog-created-truncated-240-crc-ok.bin").read_bytes(),
+                    trailing,
+                    bad_text,
+                ]
+        for packet in packets:
+            await active.send(packet, backup.local_address)
+        await asyncio.wait_for(done.wait(), 10)
+        stats = backup.stats
+
+    assert [kind for kind, _ in received] == ["created", "deleted"] * 3
+    expected = [
+        (VECTORS / f"dialog-{kind}-{call}.bin").read_bytes()
+        for call in (1, 2, 3)
+        for kind in ("created", "deleted")
+    ]
+    assert [bytes(message) for _, message in received] == expected
+    assert isinstance(received[0][1], DialogCreated)
+    assert stats.handled == 6
+    assert stats.drops[DropReason.UNDECODABLE] == 3
+    assert stats.drops[DropReason.UNKNOWN_COMMAND] == 3
+    assert stats.balanced()

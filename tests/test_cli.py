@@ -1,0 +1,323 @@
+"""The command line, run as ``python -m binif`` in a subprocess like a user would."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from binif.cli import analyse, build_packet, build_parser, walk
+from binif.opensips21 import DialogDeleted
+from binif.reader import PacketReader
+from binif.wireshark import DISSECTOR_PATH
+from binif.writer import PacketWriter
+
+VECTORS = Path(__file__).parent / "vectors" / "opensips-2.1"
+MANIFEST: dict[str, Any] = json.loads((VECTORS / "manifest.json").read_text())
+ENTRIES = {entry["file"]: entry for entry in MANIFEST["files"]}
+
+
+def binif(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "binif", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("binif: ")
+    return lines[0]
+
+
+# --- decode ---------------------------------------------------------------------------
+
+
+def test_decode_prints_named_fields() -> None:
+    result = binif("decode", str(VECTORS / "dialog-created-1.bin"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("dialog-created-1.bin: dialog/1 dialog.created, 282 bytes")
+    assert re.search(r'^  callid +"rig21-call-1@127\.0\.0\.1"$', result.stdout, re.M)
+    assert re.search(r"^  timeout +1795882047$", result.stdout, re.M)
+    assert len(lines) == 1 + 25
+
+
+def test_decode_json_matches_the_manifest() -> None:
+    names = ["dialog-created-1.bin", "usrloc-contact-insert-1.bin", "usrloc-contact-delete-1.bin"]
+    result = binif("decode", "--json", *(str(VECTORS / name) for name in names))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 3
+    for name, record in zip(names, records, strict=True):
+        entry = ENTRIES[name]
+        assert record["file"].endswith(name)
+        assert (record["module"], record["command"]) == (entry["module"], entry["command"])
+        assert record["fields"] == {field["name"]: field["value"] for field in entry["fields"]}
+        assert "error" not in record and "walk" not in record
+    assert records[1]["message"] == "ul.contact_inserted"
+    assert records[1]["raw_ints"] == {
+        "expires_at": 1795842469,
+        "q_value": -1,
+        "last_modified_at": 1795838869,
+    }
+
+
+def test_decode_walks_an_unknown_module() -> None:
+    result = binif("decode", "--json", str(VECTORS / "crafted-unknown-module.bin"))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["module"] == "nosuchmod" and record["message"] is None
+    assert record["walk"] == [{"offset": 25, "kind": "str", "hex": "78", "value": "x"}]
+    text = binif("decode", str(VECTORS / "crafted-dialog-cmd9.bin"))
+    assert "dialog/9, 27 bytes, no built-in layout; best-effort walk:" in text.stdout
+    assert re.search(r'^  @22 +str\[1\] +"x" +78$', text.stdout, re.M)
+
+
+def test_decode_malformed_fields_show_the_walk_and_fail() -> None:
+    result = binif("decode", str(VECTORS / "crafted-dialog-created-truncated-240-crc-ok.bin"))
+    line = one_error_line(result)
+    assert "TruncatedField: field 15 (str) at byte offset 223" in line
+    assert "does not fit its layout" in result.stdout
+    assert re.search(r'^  @191 +str\[28\] +"sip:crafted-a@127\.0\.0\.1:5180"', result.stdout, re.M)
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("crafted-dialog-created-bad-crc.bin", "BadChecksum: checksum in header is 0x9ecbf254"),
+        ("crafted-bad-marker.bin", "BadMarker"),
+        ("crafted-runt-12.bin", "PacketTooShort"),
+    ],
+)
+def test_decode_bad_packet_is_one_line(name: str, error: str) -> None:
+    result = binif("decode", str(VECTORS / name))
+    assert error in one_error_line(result)
+    assert result.stdout == ""
+
+
+def test_decode_unreadable_file_is_one_line(tmp_path: Path) -> None:
+    line = one_error_line(binif("decode", str(tmp_path / "missing.bin")))
+    assert line == f"binif: cannot read {tmp_path / 'missing.bin'}: No such file or directory"
+    assert "Is a directory" in one_error_line(binif("decode", str(tmp_path)))
+
+
+def test_walk_takes_binary_at_the_end_as_a_str() -> None:
+    data = PacketWriter("x1", 1).push_str("hi").push_int(0).push_int(7).push_str(b"\0\1").to_bytes()
+    kinds = [(item.kind, item.value) for item in walk(PacketReader.parse(data))]
+    assert kinds == [("str", "hi"), ("zero", 0), ("int", 7), ("str", None)]
+
+
+def test_analyse_without_a_subprocess() -> None:
+    analysis = analyse((VECTORS / "dialog-deleted-1.bin").read_bytes())
+    assert analysis.message == DialogDeleted("rig21-call-1@127.0.0.1", "uac6ulenw", "uaswdbht6")
+    assert not analysis.malformed
+
+
+# --- send -----------------------------------------------------------------------------
+
+
+def build(*argv: str) -> bytes:
+    return build_packet(build_parser().parse_args(["send", "--to", "127.0.0.1:1", *argv]))[0]
+
+
+def test_send_builds_a_vector_byte_exact_from_fields() -> None:
+    entry = ENTRIES["dialog-created-1.bin"]
+    args = [
+        f"s:{field['value']}" if field["type"] == "str" else f"i:{field['value']}"
+        for field in entry["fields"]
+    ]
+    assert build("dialog", "1", *args) == (VECTORS / "dialog-created-1.bin").read_bytes()
+    sets = [f"--set={field['name']}={field['value']}" for field in entry["fields"]]
+    data = build("--message", "dialog.created", *sets)
+    assert data == (VECTORS / "dialog-created-1.bin").read_bytes()
+
+
+def test_send_field_kinds() -> None:
+    expected = PacketWriter("m", 0x10).pack("sisss", "a b", -7, b"\x00\xff", None, "").to_bytes()
+    assert build("m", "0x10", "s:a b", "i:-7", "x:00ff", "null", "s:") == expected
+    raw = build("--message", "ul.contact_updated", "--set", "expires=a5610a6b00000000")
+    assert PacketReader.parse(raw).module == "ul"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--to", "nowhere", "m", "1"], "bad --to address 'nowhere': expected HOST:PORT"),
+        (["--to", "127.0.0.1:99999", "m", "1"], "bad --to address '127.0.0.1:99999'"),
+        (["--to", "::1:5999", "m", "1"], "bad --to address '::1:5999'"),
+        (["--to", "no-such-host.invalid:5999", "m", "1"], "cannot resolve 'no-such-host.invalid'"),
+        (["--to", "127.0.0.1:0", "m", "1"], "port 0"),
+        (["--to", "127.0.0.1:9", "m", "1", "q:1"], "bad field 'q:1': expected s:TEXT"),
+        (["--to", "127.0.0.1:9", "m", "one"], "bad command 'one'"),
+        (["--to", "127.0.0.1:9", "m", "1", "i:2147483648"], "IntOutOfRange"),
+        (["--to", "127.0.0.1:9", "--message", "dialog.nope"], "known: dialog.created"),
+        (["--to", "127.0.0.1:9", "--message", "dialog.deleted", "--set", "x=1"], "no field 'x'"),
+        (["--to", "127.0.0.1:9", "--message", "dialog.created", "--set", "h_id=z"], "takes an int"),
+        (["--to", "127.0.0.1:9", "--message", "dialog.deleted", "m", "1"], "give either"),
+    ],
+)
+def test_send_errors_are_one_line(argv: list[str], message: str) -> None:
+    assert message in one_error_line(binif("send", *argv))
+
+
+def test_send_reaches_a_socket() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        port = sock.getsockname()[1]
+        result = binif("send", "--to", f"127.0.0.1:{port}", "--message", "dialog.deleted",
+                       "--set", "callid=c1", "--set", "to_tag=t")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"sent dialog/3 dialog.deleted, 37 bytes, to 127.0.0.1:{port}\n"
+        data, _ = sock.recvfrom(65535)
+    assert DialogDeleted.from_bytes(data) == DialogDeleted("c1", "", "t")
+
+
+# --- listen ---------------------------------------------------------------------------
+
+
+class Listener:
+    """``binif listen`` in a subprocess, its stdout lines collected by a thread."""
+
+    def __init__(self, *argv: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "binif", "listen", "--bind", "127.0.0.1:0", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        banner = self.proc.stderr.readline()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+) \((uvloop|asyncio)\)", banner)
+        assert found, banner
+        self.port = int(found.group(1))
+        self.loop = found.group(2)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def take(self, count: int) -> list[str]:
+        return [self.lines.get(timeout=10) for _ in range(count)]
+
+    def stop(self) -> tuple[list[str], str]:
+        self.proc.send_signal(signal.SIGINT)
+        assert self.proc.wait(timeout=10) == 0
+        assert self.proc.stderr is not None
+        rest = []
+        while True:
+            try:
+                rest.append(self.lines.get(timeout=2))
+            except queue.Empty:
+                break
+            if rest[-1].startswith(("drops:", '{"stats"')):
+                break
+        return rest, self.proc.stderr.read()
+
+
+def send_raw(port: int, *names: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name in names:
+            sock.sendto((VECTORS / name).read_bytes(), ("127.0.0.1", port))
+
+
+def test_listen_json_prints_packets_and_stats_on_ctrl_c() -> None:
+    listener = Listener("--json")
+    try:
+        assert listener.loop == "uvloop"
+        send_raw(
+            listener.port,
+            "dialog-created-1.bin",
+            "crafted-dialog-created-bad-crc.bin",
+            "crafted-unknown-module.bin",
+            "crafted-dialog-created-truncated-240-crc-ok.bin",
+        )
+        sent = binif("send", "--to", f"127.0.0.1:{listener.port}", "ul", "2", "s:location", "s:bo")
+        assert sent.returncode == 0, sent.stderr
+        records = [json.loads(line) for line in listener.take(4)]
+    finally:
+        rest, stderr = listener.stop()
+    # Each module has its own queue: order holds within a module, not across modules.
+    dialog = [record for record in records if record["module"] == "dialog"]
+    assert len(dialog) == 2
+    created, truncated = dialog
+    (unknown,) = [record for record in records if record["module"] == "nosuchmod"]
+    (deleted,) = [record for record in records if record["module"] == "ul"]
+    assert created["message"] == "dialog.created"
+    assert created["fields"]["callid"] == "rig21-call-1@127.0.0.1"
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", created["source"])
+    assert created["time"].endswith("+00:00")
+    assert unknown["module"] == "nosuchmod" and unknown["walk"][0]["value"] == "x"
+    assert truncated["error"].startswith("TruncatedField: field 15")
+    assert deleted["message"] == "ul.record_deleted" and deleted["fields"]["aor"] == "bo"
+    stats = json.loads(rest[-1])["stats"]
+    assert stats["received"] == 5 and stats["handled"] == 3
+    assert stats["drops"]["bad_checksum"] == 1 and stats["drops"]["undecodable"] == 1
+    assert "Traceback" not in stderr
+    assert "bad_checksum" in stderr  # the endpoint's drop log line
+
+
+def test_listen_text_output_and_stats() -> None:
+    listener = Listener()
+    try:
+        send_raw(listener.port, "dialog-deleted-1.bin", "crafted-runt-12.bin")
+        lines = listener.take(4)
+    finally:
+        rest, stderr = listener.stop()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d\.\d{3} 127\.0\.0\.1:\d+ dialog/3 dialog\.deleted, 74 bytes", lines[0]
+    )
+    assert re.fullmatch(r'  callid +"rig21-call-1@127\.0\.0\.1"', lines[1])
+    assert rest[-2] == "stats: received 2, handled 1, dropped 1, handler errors 0"
+    assert "too_short 1" in rest[-1] and "bad_checksum 0" in rest[-1]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("bind", "message"),
+    [
+        ("127.0.0.1:port", "bad --bind address '127.0.0.1:port'"),
+        ("192.0.2.1:5999", "cannot listen on 192.0.2.1:5999: "),
+    ],
+)
+def test_listen_errors_are_one_line(bind: str, message: str) -> None:
+    assert message in one_error_line(binif("listen", "--bind", bind))
+
+
+def test_listen_port_in_use_is_one_line() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        line = one_error_line(binif("listen", "--bind", f"127.0.0.1:{port}"))
+    assert line == f"binif: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+# --- wireshark-plugin -----------------------------------------------------------------
+
+
+def test_wireshark_plugin_path_print_and_write(tmp_path: Path) -> None:
+    path = binif("wireshark-plugin", "--path")
+    assert path.returncode == 0 and Path(path.stdout.strip()) == DISSECTOR_PATH
+    assert DISSECTOR_PATH.is_file()
+    source = binif("wireshark-plugin")
+    assert source.stdout == DISSECTOR_PATH.read_text(encoding="utf-8")
+    written = binif("wireshark-plugin", "--write", str(tmp_path))
+    assert written.stdout == f"wrote {tmp_path / 'binif.lua'}\n"
+    assert (tmp_path / "binif.lua").read_text(encoding="utf-8") == source.stdout
+    line = one_error_line(binif("wireshark-plugin", "--write", str(tmp_path / "no" / "x.lua")))
+    assert "No such file or directory" in line
