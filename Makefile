@@ -39,11 +39,13 @@ fuzz: $(INSTALLED)
 		$(BIN)/python fuzz/run.py $$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || status=1; \
 	done; exit $$status
 
-# make soak SOAK_DATAGRAMS=1000000 SOAK_SENDERS=4
+# make soak SOAK_DATAGRAMS=1000000 SOAK_SENDERS=4 SOAK_RATE=20000 (0: as fast as the senders go)
 SOAK_DATAGRAMS ?= 1000000
 SOAK_SENDERS ?= 4
+SOAK_RATE ?= 20000
 soak: $(INSTALLED)
-	$(BIN)/python benchmarks/soak.py --datagrams $(SOAK_DATAGRAMS) --senders $(SOAK_SENDERS)
+	$(BIN)/python benchmarks/soak.py --datagrams $(SOAK_DATAGRAMS) --senders $(SOAK_SENDERS) \
+		--rate $(SOAK_RATE)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build *.egg-info

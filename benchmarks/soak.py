@@ -1,6 +1,7 @@
 """Soak: sender processes flood one live endpoint; every datagram must be accounted for.
 
-    python benchmarks/soak.py --datagrams 1000000 --senders 4
+    python benchmarks/soak.py --datagrams 1000000 --senders 4 --rate 20000
+    python benchmarks/soak.py --datagrams 1000000 --senders 4 --rate 0     # flat out
     python benchmarks/soak.py --datagrams 20000 --senders 2 --rate 40000   # in make test
 
 Each sender sends its share from two loopback sources, 127.0.0.1 (allowed)
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datagrams", type=int, default=1_000_000, help="total to send")
     parser.add_argument("--senders", type=int, default=4, help="sender processes")
     parser.add_argument(
-        "--rate", type=float, default=100_000, help="total datagrams/s to aim at (0: flat out)"
+        "--rate", type=float, default=20_000, help="total datagrams/s to aim at (0: flat out)"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--recv-buffer", type=int, default=binif.endpoint.DEFAULT_RECV_BUFFER)
