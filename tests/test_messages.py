@@ -149,6 +149,11 @@ def test_other_module_or_command_is_a_mismatch() -> None:
     assert issubclass(MessageMismatch, DecodeError)
 
 
+def test_a_set_of_fields_cannot_decode() -> None:
+    with pytest.raises(TypeError, match="Shared is a set of fields"):
+        Shared.from_packet(parse(bytes(Put("k", 1))))
+
+
 def test_encoding_errors_name_the_field() -> None:
     with pytest.raises(FieldTypeError, match=r"^Put\.value: "):
         Put("k", "1").to_writer()  # type: ignore[arg-type]
