@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -437,18 +438,25 @@ def format_stats(stats: Stats) -> list[str]:
 
 async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
     as_json = args.json
+    stop = asyncio.Event()
 
     async def show(reader: PacketReader, source: Address) -> None:
         analysis = analyse_reader(reader)
         now = datetime.now(UTC)
-        if as_json:
-            record = to_json(
-                analysis, time=now.isoformat(timespec="microseconds"), source=format_address(source)
-            )
-            _emit([json.dumps(record, ensure_ascii=False)], sys.stdout)
-        else:
-            stamp = now.astimezone().strftime("%H:%M:%S.%f")[:-3]
-            _emit(to_text(analysis, f"{stamp} {format_address(source)}"), sys.stdout)
+        try:
+            if as_json:
+                record = to_json(
+                    analysis,
+                    time=now.isoformat(timespec="microseconds"),
+                    source=format_address(source),
+                )
+                _emit([json.dumps(record, ensure_ascii=False)], sys.stdout)
+            else:
+                stamp = now.astimezone().strftime("%H:%M:%S.%f")[:-3]
+                _emit(to_text(analysis, f"{stamp} {format_address(source)}"), sys.stdout)
+        except BrokenPipeError:  # the reader went away: `binif listen | head`
+            stop.set()
+            return
         if analysis.error is not None:
             raise analysis.error  # counted by the endpoint as undecodable
 
@@ -468,7 +476,6 @@ async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -591,6 +598,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BinError as exc:
         _fail(_error_text(exc))
+        return 1
+    except BrokenPipeError:
+        # stdout's reader went away (`binif decode *.bin | head`): stop quietly, and
+        # point stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:
         _fail(str(exc.strerror or exc))
