@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from binif.cli import analyse, build_packet, build_parser, walk
+from binif import DATAGRAM_BIG_ENDIAN
+from binif.cli import analyse, build_packet, build_parser, main, walk
 from binif.opensips21 import DialogDeleted
 from binif.reader import PacketReader
 from binif.wireshark import DISSECTOR_PATH
@@ -321,3 +322,12 @@ def test_wireshark_plugin_path_print_and_write(tmp_path: Path) -> None:
     assert (tmp_path / "binif.lua").read_text(encoding="utf-8") == source.stdout
     line = one_error_line(binif("wireshark-plugin", "--write", str(tmp_path / "no" / "x.lua")))
     assert "No such file or directory" in line
+
+
+def test_big_endian_packets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = build("--big-endian", "--message", "dialog.deleted", "--set", "callid=be")
+    assert analyse(data, wire=DATAGRAM_BIG_ENDIAN).message == DialogDeleted("be", "", "")
+    assert analyse(data).error is not None  # read as little-endian: the CRC is wrong
+    (tmp_path / "be.bin").write_bytes(data)
+    assert main(["decode", "--big-endian", "--json", str(tmp_path / "be.bin")]) == 0
+    assert json.loads(capsys.readouterr().out)["fields"]["callid"] == "be"
