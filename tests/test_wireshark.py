@@ -194,3 +194,23 @@ def test_tshark_port_preference_and_heuristic(
     (frame,) = dissect(tshark, pcap)  # defaults: port 5062, heuristic on
     assert frame["binif.message"] == "dialog.deleted"
     assert frame["binif.dialog.callid"] == "rig21-call-1@127.0.0.1"
+
+
+def test_lua_crc_without_bit32(tmp_path: Path) -> None:
+    """Wireshark 4.4+ runs Lua 5.4, which has no bit32: the native-operator path must agree."""
+    interpreter = shutil.which("lua5.4") or shutil.which("lua5.3")
+    if interpreter is None:
+        pytest.skip("no Lua 5.3+ interpreter (optional: tshark's Lua is checked above)")
+    source = DISSECTOR_PATH.read_text(encoding="utf-8")
+    crc_code = source[source.index("local band, bxor, rshift") : source.index("-- Header and")]
+    vector = VECTORS / "dialog-created-1.bin"
+    script = tmp_path / "crc.lua"
+    script.write_text(
+        crc_code
+        + f'local data = io.open("{vector}", "rb"):read("a"):sub(9)\n'
+        + "local fake = { len = function(self) return #data end,"
+        + " get_index = function(self, i) return data:byte(i + 1) end }\n"
+        + 'print(string.format("0x%08x", opensips_crc(fake)))\n'
+    )
+    result = subprocess.run([interpreter, str(script)], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == ENTRIES["dialog-created-1.bin"]["crc_wire"], result.stderr
