@@ -71,8 +71,9 @@ class _MessageMeta(type):
         mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
     ) -> _MessageMeta:
         cls = super().__new__(mcls, name, bases, namespace, **kwargs)
-        # The root class, and the copy dataclass(slots=True) rebuilds, stay as they are.
-        if not bases or "__slots__" in namespace:
+        # The root class, and the slotted copy dataclass(slots=True) rebuilds from an
+        # already processed class, stay as they are.
+        if not bases or "__dataclass_fields__" in namespace:
             return cls
         made = cast(_MessageMeta, dataclasses.dataclass(frozen=True, slots=True)(cls))
         fields = []
