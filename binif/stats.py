@@ -111,6 +111,10 @@ class Stats:
         result["queue_depths"] = dict(self.queue_depths)
         return result
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # mappingproxy does not pickle: send plain dicts (e.g. across processes).
+        return (_rebuild, (self.as_dict(),))
+
     @classmethod
     def capture(
         cls,
@@ -140,6 +144,14 @@ class Stats:
             send_buffer=send_buffer,
             kernel_drops=kernel_drops,
         )
+
+
+def _rebuild(values: dict[str, Any]) -> Stats:
+    values["drops"] = MappingProxyType(
+        {DropReason(reason): count for reason, count in values["drops"].items()}
+    )
+    values["queue_depths"] = MappingProxyType(values["queue_depths"])
+    return Stats(**values)
 
 
 def udp_kernel_drops(inode: int, ipv6: bool) -> int | None:

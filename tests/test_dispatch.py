@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,3 +305,12 @@ def test_kernel_drops_unknown_inode_is_none() -> None:
 def test_dialog_vector_matches_layout() -> None:
     reader = PacketReader.parse(vector("dialog-created-1.bin"))
     assert len(reader.unpack(DIALOG_LAYOUT, exact=True)) == 25
+
+
+def test_stats_pickle_round_trip() -> None:
+    counters = Counters()
+    counters.drops[DropReason.QUEUE_FULL] = 3
+    stats = Stats.capture(counters, pending=0, queue_depths={"dialog": 2}, kernel_drops=5)
+    copy = pickle.loads(pickle.dumps(stats))
+    assert copy == stats and copy.drops[DropReason.QUEUE_FULL] == 3
+    assert isinstance(next(iter(copy.drops)), DropReason)
