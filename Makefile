@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench clean fuzz soak
+.PHONY: test lint typecheck unit demo bench bench-endpoint clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ unit: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
 demo: $(INSTALLED)
-	$(BIN)/python examples/codec_tour.py
+	$(BIN)/python examples/replication.py
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_codec.py
+
+# In-process receive, loopback loss-free rate and send rate, each against a bare baseline.
+bench-endpoint: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_endpoint.py
 
 # make fuzz FUZZ_SECONDS=600: each target for that long; failures land in tests/fuzz_regressions/.
 FUZZ_SECONDS ?= 60
