@@ -167,6 +167,8 @@ class SenderReport:
     send_errors: int = 0
     seconds: float = 0.0
     kinds: Counter[str] = field(default_factory=Counter)
+    allowed_kinds: Counter[str] = field(default_factory=Counter)
+    """The same, counting only datagrams sent from the allowed source."""
     outcomes: Counter[str] = field(default_factory=Counter)
     """handled / handler_error / dropped / source_not_allowed, as the sender expects them."""
 
@@ -205,6 +207,8 @@ def sender_main(
             continue
         report.sent += 1
         report.kinds[kind] += 1
+        if not refused:
+            report.allowed_kinds[kind] += 1
         report.outcomes["source_not_allowed" if refused else KINDS[kind][1]] += 1
         if rate and seq % 32 == 31:
             ahead = start + (seq + 1) / rate - time.perf_counter()
@@ -222,6 +226,7 @@ class Checker:
         self.genuine = set(genuine)
         self.violations: list[str] = []
         self.accepted = Counter[str]()
+        self.max_size_accepted = 0
 
     def _violation(self, message: str) -> None:
         if len(self.violations) < 20:
@@ -246,6 +251,8 @@ class Checker:
         else:
             self.seen[sender][seq] = 1
             self.accepted["soak"] += 1
+            if len(packet.data) == MAX_UDP_IPV4:
+                self.max_size_accepted += 1
             if packet.command == CMD_FAIL:
                 raise RuntimeError(f"soak packet {sender}/{seq} asked its handler to fail")
             return
@@ -352,6 +359,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         rss.append((receive_seconds, rss_mb()))
         stats = ep.stats
         accepted = dict(checker.accepted)
+        max_size_accepted = checker.max_size_accepted
         softnet_after = softnet_drops()
 
         # After the flood the endpoint must still work: a paced probe, all handled.
@@ -374,10 +382,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     kernel = (stats.kernel_drops or 0) - base_kernel
     drops = {str(reason): n for reason, n in stats.drops.items() if n}
     expected = Counter[str]()
-    kinds = Counter[str]()
+    kinds, allowed_kinds = Counter[str](), Counter[str]()
     for report in done:
         expected.update(report.outcomes)
         kinds.update(report.kinds)
+        allowed_kinds.update(report.allowed_kinds)
 
     def check(ok: bool, message: str) -> None:
         if not ok:
@@ -410,6 +419,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             stats.dropped - not_allowed == expected[DROPPED],
             f"other drops {stats.dropped - not_allowed} != {expected[DROPPED]}",
         )
+        check(
+            max_size_accepted == allowed_kinds["valid_max_size"],
+            f"{max_size_accepted} max-size packets handled of {allowed_kinds['valid_max_size']}",
+        )
     else:
         check(stats.handled <= expected[HANDLED], "more packets handled than valid ones sent")
         check(not_allowed <= expected["source_not_allowed"], "more refused than sent refused")
@@ -441,6 +454,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         expected_outcomes=dict(expected),
         kinds_sent=dict(kinds),
         accepted_by_checker=accepted,
+        max_size_packets_handled=max_size_accepted,
         recv_buffer=stats.recv_buffer,
         rss_mb_start=round(rss[0][1], 1),
         rss_mb_peak=round(max(mb for _, mb in rss), 1),

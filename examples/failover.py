@@ -146,6 +146,11 @@ async def backup(listen: tuple[str, int], allow: list[str], out: str) -> None:
     async with ep:
         print("ready", *ep.local_address[:2], flush=True)
         await stop.wait()
+        while True:  # read what is still in the socket buffer before counting
+            received = ep.stats.received
+            await asyncio.sleep(0.05)
+            if ep.stats.received == received:
+                break
         await ep.join()
         stats = ep.stats.as_dict()
     _dump(out, {"table": table, "stats": stats, "anomalies": anomalies})

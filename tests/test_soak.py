@@ -47,6 +47,7 @@ def test_small_soak_accounts_for_every_datagram(capsys: pytest.CaptureFixture[st
     assert sum(accepted.values()) == figures["handled"] + figures["handler_errors"]
     assert accepted["soak"] > 0 and accepted["dialog"] > 0 and accepted["ul"] > 0
     assert figures["probe_after_flood"] == "200/200"
+    assert figures["max_size_packets_handled"] > 0
 
 
 def test_soak_fails_when_a_handler_sees_a_wrong_packet(
