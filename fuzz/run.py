@@ -6,15 +6,16 @@
 
 Arguments after the target go to libFuzzer as they are. New coverage goes to
 ``fuzz/corpus/<target>/`` (not versioned); the vectors (and inputs derived from
-their decoded fields) are a read-only seed corpus. A failing input is written
+their decoded fields) are a seed corpus written to ``fuzz/corpus/seeds-<target>/``
+(next to the first corpus directory given) on every run. A failing input is written
 to ``tests/fuzz_regressions/<target>/`` unless ``-artifact_prefix=`` is given,
 and the regression test replays it from then on: commit it with the fix.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -45,18 +46,21 @@ def main(argv: list[str]) -> None:
         flags.append(f"-artifact_prefix={crashes}/")
     if not any(flag.startswith("-max_len=") for flag in flags):
         flags.append("-max_len=8192")
-    seed_dir = Path(tempfile.mkdtemp(prefix=f"binif-seeds-{name}-"))
+    corpora = [arg for arg in flags if not arg.startswith("-")] or [str(corpus)]
+    flags = [arg for arg in flags if arg.startswith("-")]
+    for directory in corpora:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    # The seeds are written next to the first corpus, afresh on every run.
+    seed_dir = Path(corpora[0]).resolve().parent / f"seeds-{name}"
+    shutil.rmtree(seed_dir, ignore_errors=True)
+    seed_dir.mkdir()
     for index, data in enumerate(targets.seeds(name)):
         (seed_dir / f"seed-{index:03d}").write_bytes(data)
 
     def test_one_input(data: bytes) -> None:
         targets.run_one(target, data)
 
-    corpora = [arg for arg in flags if not arg.startswith("-")]
-    flags = [arg for arg in flags if arg.startswith("-")]
-    for directory in corpora:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    atheris.Setup([argv[0], *flags, *(corpora or [str(corpus)]), str(seed_dir)], test_one_input)
+    atheris.Setup([argv[0], *flags, *corpora, str(seed_dir)], test_one_input)
     atheris.Fuzz()
 
 
