@@ -29,6 +29,7 @@ from .dispatch import (
     LogLimiter,
     MessageType,
     Route,
+    Target,
 )
 from .errors import (
     DatagramTooLarge,
@@ -485,12 +486,14 @@ class Endpoint(asyncio.DatagramProtocol):
                 await waiter
                 continue
             reader, source = items.popleft()
-            target = lane.route.target(reader)
+            route = lane.route
+            # A module with only a raw handler (the common case) skips the command lookup.
+            found = route.target(reader) if route.messages else route.raw
             try:
-                if type(target) is DropReason:
-                    drops[target] += 1
+                if type(found) is not Target:
+                    drops[cast(DropReason, found)] += 1
                     continue
-                assert not isinstance(target, DropReason)
+                target = found
                 argument: Any = reader if target.decode is None else target.decode(reader)
                 if target.timeout is None:
                     await target.handler(argument, source)
@@ -520,7 +523,9 @@ class Endpoint(asyncio.DatagramProtocol):
                 counters.handler_errors += 1
                 self._log_failure("handler_error", reader, source, exc)
             finally:
-                lane.settle()
+                lane.pending -= 1
+                if lane.joiners and not lane.pending:
+                    lane.settle(0)
             streak += 1
             if streak >= _YIELD_EVERY:
                 streak = 0

@@ -1,0 +1,364 @@
+"""Endpoint benchmark: binif against bare baselines measured in the same run.
+
+1. In-process receive: N real dialog CREATED packets (25 fields) fed to
+   ``datagram_received``; the handler unpacks every field. Baseline: a
+   hand-written protocol that checks the CRC, unpacks the same fields with
+   struct and calls a plain function (no queue, no stats). Floor: within 2x.
+2. Loopback: a sender process sends the packet at fixed rates for a few seconds
+   each, to binif (handler unpacking every field) and to a bare uvloop
+   DatagramProtocol that only counts, both with the same SO_RCVBUF. Reports
+   received/sent per rate and the highest loss-free rate of each.
+   Floor: binif's loss-free rate >= 40% of the bare protocol's.
+3. Send: ``await ep.send`` packets per second against bare ``transport.sendto``.
+   Floor: 60%.
+
+    python benchmarks/bench_endpoint.py [--quick]
+
+Runs on uvloop through ``binif.run`` when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import socket
+import statistics
+import struct
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import binif
+from binif import Endpoint, PacketReader
+from binif.endpoint import DEFAULT_RECV_BUFFER
+
+VECTOR = Path(__file__).resolve().parent.parent / "tests/vectors/opensips-2.1/dialog-created-1.bin"
+PACKET = VECTOR.read_bytes()
+LAYOUT = "sssssiiissssssssssssiiiii"
+SOURCE = ("127.0.0.1", 5062)
+BATCH = 256
+"""Datagrams fed per loop iteration in part 1 (a transport reads a batch, then workers run)."""
+
+
+def loop_name() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+# --- 1. in-process receive --------------------------------------------------------------------
+
+_HEADER = struct.Struct("<4sI")
+_I32 = struct.Struct("<i")
+
+
+class BareDialogProtocol(asyncio.DatagramProtocol):
+    """What one writes by hand: CRC check, struct unpack of the 25 fields, call a function."""
+
+    def __init__(self, consume: Callable[[bytes, int, list[Any]], None]) -> None:
+        self.consume = consume
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 18:
+            return
+        marker, crc = _HEADER.unpack_from(data)
+        if marker != b"P4CK" or crc != zlib.crc32(memoryview(data)[8:]) ^ 0xFFFFFFFF:
+            return
+        unpack = _I32.unpack_from
+        (n,) = unpack(data, 8)
+        module = data[12 : 12 + n]
+        (command,) = unpack(data, 12 + n)
+        pos = 16 + n
+        fields: list[Any] = []
+        for kind in LAYOUT:
+            (value,) = unpack(data, pos)
+            pos += 4
+            if kind == "s":
+                fields.append(data[pos : pos + value])
+                pos += value
+            else:
+                fields.append(value)
+        self.consume(module, command, fields)
+
+
+async def receive_binif(count: int) -> float:
+    """Seconds to take ``count`` packets through datagram_received to a handler."""
+    handled = 0
+
+    async with Endpoint(queue_size=BATCH * 2) as endpoint:
+
+        @endpoint.handler("dialog")
+        async def handle(packet: PacketReader, source: Any) -> None:
+            nonlocal handled
+            if len(packet.unpack(LAYOUT, exact=True)) == 25:
+                handled += 1
+
+        feed = endpoint.datagram_received
+        began = time.perf_counter()
+        for _ in range(count // BATCH):
+            for _ in range(BATCH):
+                feed(PACKET, SOURCE)
+            await endpoint.join()
+        elapsed = time.perf_counter() - began
+        assert handled == count // BATCH * BATCH, (handled, endpoint.stats)
+    return elapsed
+
+
+async def receive_bare(count: int) -> float:
+    """Seconds for the hand-written protocol to take ``count`` packets, same batching."""
+    handled = 0
+
+    def consume(module: bytes, command: int, fields: list[Any]) -> None:
+        nonlocal handled
+        if len(fields) == 25:
+            handled += 1
+
+    feed = BareDialogProtocol(consume).datagram_received
+    began = time.perf_counter()
+    for _ in range(count // BATCH):
+        for _ in range(BATCH):
+            feed(PACKET, SOURCE)
+        await asyncio.sleep(0)
+    elapsed = time.perf_counter() - began
+    assert handled == count // BATCH * BATCH
+    return elapsed
+
+
+async def part_receive(count: int, rounds: int) -> tuple[float, float]:
+    binif_times, bare_times = [], []
+    for _ in range(rounds):
+        bare_times.append(await receive_bare(count))
+        binif_times.append(await receive_binif(count))
+    return statistics.median(binif_times) / count, statistics.median(bare_times) / count
+
+
+# --- 2. loopback -----------------------------------------------------------------------------
+
+
+def sender_process(target: tuple[str, int], rate: int, seconds: float, report: Connection) -> None:
+    """Send PACKET to ``target`` at ``rate`` per second for ``seconds``; report how many."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(target)
+    send = sock.send
+    sent = failed = 0
+    began = time.perf_counter()
+    end = began + seconds
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        due = int((now - began) * rate)
+        while sent < due:
+            try:
+                send(PACKET)
+            except OSError:  # e.g. ENOBUFS: not sent, so not counted as sent
+                failed += 1
+            sent += 1
+        time.sleep(0.0005)
+    sock.close()
+    report.send(sent - failed)
+
+
+class CountingProtocol(asyncio.DatagramProtocol):
+    """The bare baseline: counts datagrams, nothing else."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.count += 1
+
+
+async def blast(
+    rate: int, seconds: float, target: tuple[str, int], received: Callable[[], int]
+) -> tuple[int, int]:
+    """Run one sender at ``rate`` against ``target``; return (sent, received)."""
+    context = multiprocessing.get_context("spawn")
+    mine, theirs = context.Pipe()
+    process = context.Process(target=sender_process, args=(target, rate, seconds, theirs))
+    before = received()
+    process.start()
+    loop = asyncio.get_running_loop()
+    while not mine.poll():
+        await asyncio.sleep(0.05)
+    sent: int = mine.recv()
+    await loop.run_in_executor(None, process.join)
+    # Let what is still in the socket buffer and the queues be read.
+    settle = loop.time() + 2.0
+    last = -1
+    while loop.time() < settle:
+        now = received() - before
+        if now >= sent or now == last:
+            break
+        last = now
+        await asyncio.sleep(0.1)
+    return sent, received() - before
+
+
+async def loopback_bare(rates: list[int], seconds: float) -> list[tuple[int, int]]:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEFAULT_RECV_BUFFER)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    transport, protocol = await loop.create_datagram_endpoint(CountingProtocol, sock=sock)
+    try:
+        target = transport.get_extra_info("sockname")
+        return [await blast(rate, seconds, target, lambda: protocol.count) for rate in rates]
+    finally:
+        transport.close()
+
+
+async def loopback_binif(
+    rates: list[int], seconds: float, *, unpack: bool
+) -> list[tuple[int, int]]:
+    """binif with a handler that counts (like the bare protocol) or unpacks all 25 fields."""
+    async with Endpoint(recv_buffer=DEFAULT_RECV_BUFFER) as endpoint:
+
+        @endpoint.handler("dialog")
+        async def handle(packet: PacketReader, source: Any) -> None:
+            if unpack:
+                packet.unpack(LAYOUT, exact=True)
+
+        results = [
+            await blast(rate, seconds, endpoint.local_address, lambda: endpoint.stats.handled)
+            for rate in rates
+        ]
+        stats = endpoint.stats
+        print(
+            f"  binif ({'unpack' if unpack else 'count'}) stats:"
+            f" received {stats.received} handled {stats.handled}"
+            f" drops {stats.dropped} kernel drops {stats.kernel_drops}"
+            f" recv buffer granted {stats.recv_buffer}"
+        )
+        return results
+
+
+def loss_free(rates: list[int], results: list[tuple[int, int]]) -> int:
+    """Highest rate at which every packet sent was received (0 if none)."""
+    best = 0
+    for rate, (sent, got) in zip(rates, results, strict=True):
+        if got >= sent:
+            best = max(best, rate)
+    return best
+
+
+# --- 3. send ----------------------------------------------------------------------------------
+
+
+async def send_binif(endpoint: Endpoint, count: int, target: tuple[str, int]) -> float:
+    send = endpoint.send
+    began = time.perf_counter()
+    for _ in range(count):
+        await send(PACKET, target)
+    return time.perf_counter() - began
+
+
+async def send_bare(transport: asyncio.DatagramTransport, count: int, target: Any) -> float:
+    sendto = transport.sendto
+    began = time.perf_counter()
+    for _ in range(count):
+        sendto(PACKET, target)
+    return time.perf_counter() - began
+
+
+async def part_send(count: int, rounds: int) -> tuple[float, float]:
+    loop = asyncio.get_running_loop()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))  # bound, never read: the kernel drops what overflows
+    target = sink.getsockname()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    binif_times, bare_times = [], []
+    try:
+        async with Endpoint() as endpoint:
+            for _ in range(rounds):
+                bare_times.append(await send_bare(transport, count, target))
+                binif_times.append(await send_binif(endpoint, count, target))
+            assert endpoint.stats.send_errors == 0
+    finally:
+        transport.close()
+        sink.close()
+    return count / statistics.median(binif_times), count / statistics.median(bare_times)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+async def main(args: argparse.Namespace) -> int:
+    print(f"binif endpoint benchmark on {loop_name()}, Python {sys.version.split()[0]}")
+    print(f"packet: {VECTOR.name}, {len(PACKET)} bytes, 25 fields\n")
+    missed = 0
+
+    print(f"1. in-process receive: {args.receive:,} packets, median of {args.rounds} rounds")
+    binif_cost, bare_cost = await part_receive(args.receive, args.rounds)
+    ratio = binif_cost / bare_cost
+    print(f"  {'':24}{'us/packet':>12}{'packets/s':>14}")
+    print(f"  {'hand-written protocol':24}{bare_cost * 1e6:>12.2f}{1 / bare_cost:>14,.0f}")
+    print(f"  {'binif Endpoint':24}{binif_cost * 1e6:>12.2f}{1 / binif_cost:>14,.0f}")
+    print(f"  ratio binif/baseline: {ratio:.2f}x (floor 2.00x): {verdict(ratio <= 2.0)}\n")
+    missed += ratio > 2.0
+
+    rates = args.rates
+    print(f"2. loopback: sender process, {args.seconds:g} s per rate, received/sent")
+    print("  bare: counts; binif: validates, dispatches, a handler counts;")
+    print("  binif+unpack: the same with a handler that unpacks all 25 fields")
+    bare = await loopback_bare(rates, args.seconds)
+    ours = await loopback_binif(rates, args.seconds, unpack=False)
+    full = await loopback_binif(rates, args.seconds, unpack=True)
+    header = "".join(f"{name:>22}" for name in ("bare", "binif", "binif+unpack"))
+    print(f"  {'rate/s':>9}{header}")
+    for rate, *rows in zip(rates, bare, ours, full, strict=True):
+        cells = "".join(f"{f'{got:,}/{sent:,}':>22}" for sent, got in rows)
+        print(f"  {rate:>9,}{cells}")
+    bare_free, ours_free = loss_free(rates, bare), loss_free(rates, ours)
+    full_free = loss_free(rates, full)
+    share = ours_free / bare_free if bare_free else 0.0
+    print(
+        f"  highest loss-free rate: bare {bare_free:,}/s, binif {ours_free:,}/s,"
+        f" binif+unpack {full_free:,}/s"
+    )
+    print(f"  ratio binif/bare: {share:.0%} (floor 40%): {verdict(share >= 0.4)}")
+    print(f"  ratio binif+unpack/bare: {full_free / bare_free if bare_free else 0:.0%}\n")
+    missed += share < 0.4
+
+    print(f"3. send: {args.send:,} packets, median of {args.rounds} rounds")
+    binif_pps, bare_pps = await part_send(args.send, args.rounds)
+    share = binif_pps / bare_pps
+    print(f"  {'':24}{'packets/s':>14}")
+    print(f"  {'bare transport.sendto':24}{bare_pps:>14,.0f}")
+    print(f"  {'await Endpoint.send':24}{binif_pps:>14,.0f}")
+    print(f"  ratio binif/bare: {share:.0%} (floor 60%): {verdict(share >= 0.6)}")
+    missed += share < 0.6
+    return 1 if missed else 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="binif endpoint benchmark")
+    parser.add_argument("--quick", action="store_true", help="smaller counts, fewer rates")
+    parser.add_argument("--receive", type=int, default=200_000, help="packets for part 1")
+    parser.add_argument("--send", type=int, default=200_000, help="packets for part 3")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per loopback rate")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(rate) for rate in text.split(",")],
+        default=[25_000, 50_000, 75_000, 100_000, 150_000, 200_000],
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.receive, args.send, args.rounds, args.seconds = 50_000, 50_000, 1, 1.0
+        args.rates = [25_000, 100_000]
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(binif.run(main(parse_args())))
