@@ -24,10 +24,12 @@ At the end the run checks, and exits 1 if any fails:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import socket
 import struct
@@ -72,6 +74,8 @@ KINDS: dict[str, tuple[float, str]] = {
     "unknown_module": (2.0, DROPPED),
     "max_size_bit_flip": (0.3, DROPPED),
 }
+Vectors = tuple[list[bytes], list[bytes]]
+"""(genuine packets, crafted bad ones)."""
 REFUSED_SHARE = 0.15
 """Share of datagrams sent from the source outside the allowlist."""
 
@@ -88,9 +92,10 @@ def soak_packet(sender: int, seq: int, size: int, command: int = CMD_OK) -> byte
     return PacketWriter("soak", command).pack(SOAK_LAYOUT, sender, seq, size, data).to_bytes()
 
 
-def load_vectors() -> tuple[list[bytes], list[bytes]]:
+def load_vectors() -> Vectors:
     """(genuine packets OpenSIPS sends or accepts, crafted bad ones) from the 2.1 vectors."""
-    good, bad = [], []
+    good: list[bytes] = []
+    bad: list[bytes] = []
     for path in sorted(VECTORS.glob("*.bin")):
         crafted = path.name.startswith("crafted-")
         (bad if crafted and "accepted" not in path.name else good).append(path.read_bytes())
@@ -108,7 +113,7 @@ def _flip_bits(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
-def make_datagram(rng: random.Random, kind: str, sender: int, seq: int, vectors: Any) -> bytes:
+def make_datagram(rng: random.Random, kind: str, sender: int, seq: int, vectors: Vectors) -> bytes:
     """One datagram of ``kind``; ``seq`` is used (and must be fresh) for valid kinds."""
     good, bad = vectors
     if kind == "valid":
@@ -295,8 +300,6 @@ def split(total: int, parts: int) -> Iterator[int]:
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak and return its figures (``violations`` empty when all checks pass)."""
-    import asyncio
-
     good, _bad = load_vectors()
     shares = list(split(args.datagrams, args.senders))
     checker = Checker(args.senders, max(shares), good)
@@ -336,7 +339,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             rss.append((time.perf_counter() - start, rss_mb()))
             try:
                 done.append(reports.get_nowait())
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 if not any(p.is_alive() for p in processes) and reports.empty():
                     violations.append("a sender process died without a report")
                     break

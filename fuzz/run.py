@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -110,10 +110,11 @@ def _check_unpack_matches_pops(reader: PacketReader, layout: str) -> None:
 
 def _check_skips(reader: PacketReader, count: int) -> None:
     for kind in "si":
+        current = reader
         by_pops: PacketReader | None = reader
         for _ in range(count):
             try:
-                by_pops = _pop(by_pops, kind)[1]
+                current = by_pops = _pop(current, kind)[1]
             except FieldError:
                 by_pops = None
                 break
@@ -328,7 +329,7 @@ def writer(data: bytes) -> None:
         return
     assert size <= wire.max_packet and built.size == size and built.field_count == len(fields)
 
-    at_once = PacketWriter(module, command, wire=wire).pack(layout, *values)  # type: ignore[arg-type]
+    at_once = PacketWriter(module, command, wire=wire).pack(layout, *values)
     assert at_once.size == size
     if size < wire.min_packet:
         for candidate in (built, at_once):
