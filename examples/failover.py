@@ -393,6 +393,7 @@ def kill_scenario(
     result = json.loads(state.read_text())
     received = result["stats"]["received"]
     return {
+        "namespaces": sorted(net.spaces.values()),
         "ops_planned": len(ops),
         "ops_logged": len(logged),
         "log_matches_plan": logged
@@ -480,6 +481,7 @@ def lossy_scenario(
     expected = replay(ops)
     table = backup_out["table"]
     return {
+        "namespaces": sorted(net.spaces.values()),
         "exits": {"active": active_exit, "relay": relay_exit, "backup": backup_exit},
         "ops": len(ops),
         "active_stats": active_out["stats"],
