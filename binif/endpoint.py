@@ -191,6 +191,9 @@ class Endpoint(asyncio.DatagramProtocol):
             self._state = "new"
             raise
         self._transport = transport
+        if self._state != "starting":  # close() was called while binding
+            transport.close()
+            raise EndpointNotRunning("the endpoint was closed while it started")
         self._state = "running"
         for lane in self._lanes.values():
             self._start_workers(lane)
@@ -381,6 +384,10 @@ class Endpoint(asyncio.DatagramProtocol):
         if lane.workers:
             self._retiring.add(lane)
             lane.wake_all()
+        elif lane.items:  # fed before start: no worker will ever take them
+            self._counters.drops[DropReason.SHUTDOWN] += len(lane.items)
+            lane.settle(len(lane.items))
+            lane.items.clear()
 
     def _check_open(self) -> None:
         if self._state in ("closing", "closed"):
