@@ -275,10 +275,11 @@ class Dispatcher:
         codec's size, marker and checksum, module name, registered module, and
         whether the module takes the command.
         """
-        if self.allow is not None and not self.allow.allows(source[0]):
+        allow = self.allow
+        if allow is not None and not allow.allows(source[0]):
             return DropReason.SOURCE_NOT_ALLOWED
         try:
-            reader = PacketReader.parse(data, wire=self.wire)
+            reader = _parse(data, wire=self.wire)
         except DecodeError as exc:
             return reason_for(exc)
         route = self._routes.get(reader.module)
@@ -287,6 +288,9 @@ class Dispatcher:
         if route.raw is None and reader.command not in route.messages:
             return DropReason.UNKNOWN_COMMAND
         return reader
+
+
+_parse = PacketReader.parse
 
 
 def _check_options(concurrency: int, timeout: float | None) -> None:

@@ -74,7 +74,17 @@ State = Literal["new", "starting", "running", "closing", "closed"]
 class _Lane:
     """One module's bounded queue, its workers and how many packets it still owes."""
 
-    __slots__ = ("route", "items", "limit", "waiters", "workers", "pending", "joiners", "retired")
+    __slots__ = (
+        "_route",
+        "direct",
+        "items",
+        "limit",
+        "waiters",
+        "workers",
+        "pending",
+        "joiners",
+        "retired",
+    )
 
     def __init__(self, route: Route, limit: int) -> None:
         self.route = route
@@ -86,6 +96,20 @@ class _Lane:
         """Packets queued or being handled."""
         self.joiners: list[asyncio.Future[None]] = []
         self.retired = False
+
+    @property
+    def route(self) -> Route:
+        return self._route
+
+    @route.setter
+    def route(self, route: Route) -> None:
+        self._route = route
+        raw = route.raw
+        # The common case (one raw handler, no typed ones, no timeout) is awaited
+        # directly by the worker, without routing by command.
+        self.direct: Handler | None = (
+            raw.handler if raw is not None and not route.messages and raw.timeout is None else None
+        )
 
     def wake_one(self) -> None:
         waiters = self.waiters
@@ -493,29 +517,13 @@ class Endpoint(asyncio.DatagramProtocol):
                 await waiter
                 continue
             reader, source = items.popleft()
-            route = lane.route
-            # A module with only a raw handler (the common case) skips the command lookup.
-            found = route.target(reader) if route.messages else route.raw
+            direct = lane.direct
             try:
-                if type(found) is not Target:
-                    drops[cast(DropReason, found)] += 1
-                    continue
-                target = found
-                argument: Any = reader if target.decode is None else target.decode(reader)
-                if target.timeout is None:
-                    await target.handler(argument, source)
+                if direct is not None:
+                    await direct(reader, source)
+                    counters.handled += 1
                 else:
-                    deadline = asyncio.timeout(target.timeout)
-                    try:
-                        async with deadline:
-                            await target.handler(argument, source)
-                    except TimeoutError:
-                        if not deadline.expired():
-                            raise
-                        counters.handler_timeouts += 1
-                        self._log_failure("handler_timeout", reader, source, None)
-                        continue
-                counters.handled += 1
+                    await self._deliver(lane.route, reader, source)
             except DecodeError as exc:
                 drops[DropReason.UNDECODABLE] += 1
                 self._log_failure("undecodable", reader, source, exc)
@@ -537,6 +545,34 @@ class Endpoint(asyncio.DatagramProtocol):
             if streak >= _YIELD_EVERY:
                 streak = 0
                 await asyncio.sleep(0)
+
+    async def _deliver(self, route: Route, reader: PacketReader, source: Address) -> None:
+        """Route by command, decode a typed message, apply the timeout; count the outcome.
+
+        Exceptions from the handler (or a DecodeError from decoding) propagate
+        to the worker, which counts them.
+        """
+        counters = self._counters
+        found = route.target(reader)
+        if type(found) is not Target:
+            counters.drops[cast(DropReason, found)] += 1
+            return
+        target = found
+        argument: Any = reader if target.decode is None else target.decode(reader)
+        if target.timeout is None:
+            await target.handler(argument, source)
+        else:
+            deadline = asyncio.timeout(target.timeout)
+            try:
+                async with deadline:
+                    await target.handler(argument, source)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                counters.handler_timeouts += 1
+                self._log_failure("handler_timeout", reader, source, None)
+                return
+        counters.handled += 1
 
     def _retire_worker(self, lane: _Lane) -> None:
         task = asyncio.current_task()
