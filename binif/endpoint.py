@@ -463,8 +463,13 @@ class Endpoint(asyncio.DatagramProtocol):
                 items.append((result, addr))
                 lane.pending += 1
                 counters.dispatched += 1
-                if lane.waiters:
-                    lane.wake_one()
+                waiters = lane.waiters
+                if waiters:
+                    waiter = waiters.popleft()
+                    if waiter.done():  # its worker was cancelled: find another
+                        lane.wake_one()
+                    else:
+                        waiter.set_result(None)
             else:
                 self._drop(DropReason.QUEUE_FULL, addr, data, result.module)
         else:
