@@ -83,23 +83,29 @@ async def test_datagram_too_large_for_the_family_is_refused_before_sending(
 
 
 async def test_send_many_and_replicate_send_one_build_to_every_destination() -> None:
-    collectors = [Collector() for _ in range(3)]
-    async with Endpoint() as r1, Endpoint() as r2, Endpoint(("::1", 0)) as r3:
-        receivers = [r1, r2, r3]
-        for receiver, collect in zip(receivers, collectors, strict=True):
+    collectors = [Collector() for _ in range(4)]
+    data = vector("dialog-created-2.bin")
+    async with (
+        Endpoint() as r1,
+        Endpoint() as r2,
+        Endpoint(("::1", 0)) as r3,
+        Endpoint(("::1", 0)) as r4,
+    ):
+        for receiver, collect in zip((r1, r2, r3, r4), collectors, strict=True):
             receiver.register("dialog", collect)
-        data = vector("dialog-created-2.bin")
-        async with Endpoint(("::", 0), peers=[r.local_address for r in receivers]) as tx:
-            # A dual-stack "::" socket reaches IPv4 peers as IPv4-mapped addresses.
-            mapped = [("::ffff:127.0.0.1", r.local_address[1]) for r in (r1, r2)]
-            tx.peers = (*mapped, r3.local_address)
-            assert await tx.replicate(data) == 3 * len(data)
-            assert await tx.send_many(PacketReader.parse(data).data, [r3.local_address]) == len(
-                data
-            )
-            await wait_until(lambda: [len(c.packets) for c in collectors] == [1, 1, 2])
-            assert tx.stats.packets_sent == 4
-        assert all(c.packets[0][0] == data for c in collectors)
+        async with (
+            Endpoint(peers=[r1.local_address, r2.local_address]) as tx4,
+            Endpoint(("::1", 0)) as tx6,
+        ):
+            assert await tx4.replicate(data) == 2 * len(data)
+            sent = await tx6.send_many(PacketReader.parse(data).data, [r3.local_address] * 2)
+            assert sent == 2 * len(data)
+            tx6.peers = (r3.local_address, r4.local_address)
+            assert await tx6.replicate(PacketWriter("dialog", 3).pack("sss", "c", "f", "t")) > 0
+            await wait_until(lambda: [len(c.packets) for c in collectors] == [1, 1, 3, 1])
+            assert (tx4.stats.packets_sent, tx6.stats.packets_sent) == (2, 4)
+        assert all(c.packets[0][0] == data for c in collectors[:3])
+        assert collectors[2].packets[0][1] == collectors[3].packets[0][1] == tx6.local_address
     async with Endpoint() as lonely:
         assert await lonely.replicate(data) == 0
 
