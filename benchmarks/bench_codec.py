@@ -5,7 +5,7 @@ zlib, the code one would write inline without a library) and, when installed,
 the ``construct`` library. Figures are the median of several rounds, in
 microseconds per packet; ratios are binif / hand-written baseline.
 
-    python benchmarks/bench_codec.py [--rounds 7] [--number 20000]
+    python benchmarks/bench_codec.py [--rounds 31] [--number 2000]
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def interleaved(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--number", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--number", type=int, default=2000)
     args = parser.parse_args()
 
     # Every contender must produce the vector's exact bytes and fields first.

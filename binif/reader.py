@@ -79,24 +79,29 @@ class PacketReader:
         if type(data) is not bytes:
             data = bytes(data)
         wire.check_frame(data)
-        size = len(data)
-        length = wire.length
-        pos = wire.header_size
-        (name_len,) = length.unpack_from(data, pos)
-        pos += length.size
-        command_end = pos + name_len + wire.int32.size
-        if name_len <= 0 or command_end > size:
+        start = wire.header_size
+        (name_len,) = wire.length.unpack_from(data, start)
+        name_at = start + wire.length.size
+        command_end = name_at + name_len + 4
+        if name_len <= 0 or command_end > len(data):
             raise BadNameLength(
-                f"module name length {name_len} at byte offset {pos - length.size} does not leave"
-                f" room for the name and the command in a {size}-byte packet"
+                f"module name length {name_len} at byte offset {start} does not leave"
+                f" room for the name and the command in a {len(data)}-byte packet"
             )
-        key = (data[wire.header_size : command_end], wire)
+        # The head (name length, name, command) is a few bytes: its decoded form
+        # is looked up by them rather than decoded again for every packet.
+        key = data[start:command_end]
         head = _HEADS.get(key)
-        if head is None:
-            head = _make_head(data, pos, name_len, wire)
+        if head is None or head.wire is not wire:
+            head = _make_head(data, name_at, name_len, wire)
             if len(_HEADS) < _HEADS_MAX:
                 _HEADS[key] = head
-        return _make(head, data, command_end, 0)
+        reader = _new_reader(PacketReader)
+        reader._head = head
+        reader._data = data
+        reader._pos = command_end
+        reader._index = 0
+        return reader
 
     # --- what the packet is -----------------------------------------------------
 
@@ -199,7 +204,7 @@ class PacketReader:
         """The reader after ``n`` int fields."""
         n = max(n, 0)
         size = self._head.wire.int32.size
-        self._need(self._pos, size * n, f"{n} ints", self._index)
+        self._need(self._pos, size * n, "int" if n == 1 else f"{n} ints", self._index)
         return _make(self._head, self._data, self._pos + size * n, self._index + n)
 
     def unpack(self, layout: str, *, exact: bool = False) -> tuple[Field, ...]:
@@ -325,7 +330,7 @@ _new_reader = object.__new__
 # A receiver sees a handful of (module, command) pairs: their decoded heads are
 # kept (up to a bound, so random names cannot grow memory) and found by the
 # head's raw bytes, which skips decoding the name on every packet.
-_HEADS: dict[tuple[bytes, WireFormat], _Head] = {}
+_HEADS: dict[bytes, _Head] = {}
 _HEADS_MAX = 1024
 
 

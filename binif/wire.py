@@ -53,6 +53,8 @@ class WireFormat:
     header: struct.Struct = field(init=False, repr=False, compare=False)
     length: struct.Struct = field(init=False, repr=False, compare=False)
     int32: struct.Struct = field(init=False, repr=False, compare=False)
+    header_size: int = field(init=False, repr=False, compare=False)
+    """Bytes before the body."""
 
     def __post_init__(self) -> None:
         if self.byte_order not in _STRUCT_PREFIX:
@@ -61,11 +63,7 @@ class WireFormat:
         object.__setattr__(self, "header", struct.Struct(prefix + self.header_layout))
         object.__setattr__(self, "length", struct.Struct(prefix + self.length_code))
         object.__setattr__(self, "int32", struct.Struct(prefix + "i"))
-
-    @property
-    def header_size(self) -> int:
-        """Bytes before the body."""
-        return self.header.size
+        object.__setattr__(self, "header_size", self.header.size)
 
     def with_byte_order(self, byte_order: ByteOrder) -> WireFormat:
         """The same profile with every integer in ``byte_order``."""
@@ -91,7 +89,7 @@ class WireFormat:
         if marker != self.marker:
             raise BadMarker(f"packet starts with {bytes(data[:4])!r}, not {self.marker!r}")
         if self.checksum is not None:
-            actual = self.checksum(memoryview(data)[self.header.size :])
+            actual = self.checksum(memoryview(data)[self.header_size :])
             if actual != check:
                 raise BadChecksum(
                     f"checksum in header is {check:#010x} but the body's is {actual:#010x}"

@@ -8,6 +8,7 @@ different ways. The bytes are joined and checksummed once, in ``to_bytes``.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from typing import Final
 
 from .errors import (
@@ -62,6 +63,16 @@ def _int_error(value: object, what: str) -> Exception:
     )
 
 
+_SHORT = 256
+"""Length prefixes of str fields shorter than this are packed once, not per field."""
+
+
+@lru_cache(maxsize=8)
+def _length_prefixes(length_format: str) -> tuple[bytes, ...]:
+    pack = struct.Struct(length_format).pack
+    return tuple(pack(n) for n in range(_SHORT))
+
+
 class _Head:
     """What every writer extending one root shares, with the wire's packers bound."""
 
@@ -72,6 +83,7 @@ class _Head:
         "module",
         "pack_int",
         "pack_length",
+        "prefixes",
         "wire",
     )
 
@@ -82,6 +94,7 @@ class _Head:
         self.max_packet = wire.max_packet
         self.pack_length = wire.length.pack
         self.pack_int = wire.int32.pack
+        self.prefixes = _length_prefixes(wire.length.format)
         self.byte_order_prefix = wire.int32.format[0]
 
 
@@ -163,7 +176,8 @@ class PacketWriter:
         if type(value) is not bytes:
             value = _str_bytes(value, f"field {self._count}")
         head = self._head
-        chunk = head.pack_length(len(value)) + value
+        n = len(value)
+        chunk = (head.prefixes[n] if n < _SHORT else head.pack_length(n)) + value
         size = self._size + len(chunk)
         if size > head.max_packet:
             raise self._too_large(chunk, size)
@@ -202,6 +216,7 @@ class PacketWriter:
                 f"layout {layout!r} has {len(layout)} fields but {len(values)} values were given"
             )
         pack_length = head.pack_length
+        prefixes = head.prefixes
         parts: list[bytes] = []
         append = parts.append
         index = 0
@@ -210,7 +225,8 @@ class PacketWriter:
                 value = values[index]
                 if type(value) is not bytes:
                     value = _str_bytes(value, f"field {self._count + index}")
-                append(pack_length(len(value)))
+                n = len(value)
+                append(prefixes[n] if n < _SHORT else pack_length(n))
                 append(value)
                 index += 1
             else:
