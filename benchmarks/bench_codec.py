@@ -12,57 +12,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import struct
 import timeit
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+import baseline
+from baseline import LAYOUT, PACKET
 
 from binif import PacketReader, PacketWriter
 
-VECTOR = Path(__file__).resolve().parent.parent / "tests/vectors/opensips-2.1/dialog-created-1.bin"
-LAYOUT = "sssssiiissssssssssssiiiii"
-PACKET = VECTOR.read_bytes()
 VALUES = PacketReader.parse(PACKET).unpack(LAYOUT)
-
-# --- hand-written baseline: what a careful person writes with struct and zlib --
-
-_I32 = struct.Struct("<i")
-_HEADER = struct.Struct("<4sI")
-
-
-def baseline_build(module: bytes, command: int, layout: str, values: tuple[Any, ...]) -> bytes:
-    parts = [_I32.pack(len(module)), module, _I32.pack(command)]
-    for kind, value in zip(layout, values, strict=True):
-        if kind == "s":
-            parts.append(_I32.pack(len(value)))
-            parts.append(value)
-        else:
-            parts.append(_I32.pack(value))
-    body = b"".join(parts)
-    return _HEADER.pack(b"P4CK", zlib.crc32(body) ^ 0xFFFFFFFF) + body
-
-
-def baseline_parse(data: bytes, layout: str) -> tuple[bytes, int, tuple[Any, ...]]:
-    marker, crc = _HEADER.unpack_from(data)
-    if marker != b"P4CK" or crc != zlib.crc32(memoryview(data)[8:]) ^ 0xFFFFFFFF:
-        raise ValueError("bad packet")
-    unpack = _I32.unpack_from
-    (n,) = unpack(data, 8)
-    module = data[12 : 12 + n]
-    (command,) = unpack(data, 12 + n)
-    pos = 16 + n
-    out: list[Any] = []
-    for kind in layout:
-        (v,) = unpack(data, pos)
-        pos += 4
-        if kind == "s":
-            out.append(data[pos : pos + v])
-            pos += v
-        else:
-            out.append(v)
-    return module, command, tuple(out)
+baseline_build = baseline.build
+baseline_parse = baseline.parse
 
 
 # --- binif -------------------------------------------------------------------

@@ -27,19 +27,17 @@ import statistics
 import struct
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
+
+import baseline
+from baseline import LAYOUT, PACKET, VECTOR
 
 import binif
 from binif import Endpoint, PacketReader
 from binif.endpoint import DEFAULT_RECV_BUFFER
 
-VECTOR = Path(__file__).resolve().parent.parent / "tests/vectors/opensips-2.1/dialog-created-1.bin"
-PACKET = VECTOR.read_bytes()
-LAYOUT = "sssssiiissssssssssssiiiii"
 SOURCE = ("127.0.0.1", 5062)
 BATCH = 256
 """Datagrams fed per loop iteration in part 1 (a transport reads a batch, then workers run)."""
@@ -51,36 +49,18 @@ def loop_name() -> str:
 
 # --- 1. in-process receive --------------------------------------------------------------------
 
-_HEADER = struct.Struct("<4sI")
-_I32 = struct.Struct("<i")
-
 
 class BareDialogProtocol(asyncio.DatagramProtocol):
     """What one writes by hand: CRC check, struct unpack of the 25 fields, call a function."""
 
-    def __init__(self, consume: Callable[[bytes, int, list[Any]], None]) -> None:
+    def __init__(self, consume: Callable[[bytes, int, tuple[Any, ...]], None]) -> None:
         self.consume = consume
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(data) < 18:
+        try:
+            module, command, fields = baseline.parse(data, LAYOUT)
+        except (ValueError, struct.error):
             return
-        marker, crc = _HEADER.unpack_from(data)
-        if marker != b"P4CK" or crc != zlib.crc32(memoryview(data)[8:]) ^ 0xFFFFFFFF:
-            return
-        unpack = _I32.unpack_from
-        (n,) = unpack(data, 8)
-        module = data[12 : 12 + n]
-        (command,) = unpack(data, 12 + n)
-        pos = 16 + n
-        fields: list[Any] = []
-        for kind in LAYOUT:
-            (value,) = unpack(data, pos)
-            pos += 4
-            if kind == "s":
-                fields.append(data[pos : pos + value])
-                pos += value
-            else:
-                fields.append(value)
         self.consume(module, command, fields)
 
 
@@ -111,7 +91,7 @@ async def receive_bare(count: int) -> float:
     """Seconds for the hand-written protocol to take ``count`` packets, same batching."""
     handled = 0
 
-    def consume(module: bytes, command: int, fields: list[Any]) -> None:
+    def consume(module: bytes, command: int, fields: tuple[Any, ...]) -> None:
         nonlocal handled
         if len(fields) == 25:
             handled += 1

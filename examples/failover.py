@@ -346,6 +346,25 @@ def _lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
+def _active_args(dialogs: int, window: int, rate: float, log: Path) -> list[str]:
+    """The active's role and options: replicate to the first link's far end, log each send."""
+    return [
+        "active",
+        "--peer",
+        f"{NET_1}.2:{PORT}",
+        "--bind",
+        f"{NET_1}.1",
+        "--dialogs",
+        str(dialogs),
+        "--window",
+        str(window),
+        "--rate",
+        str(rate),
+        "--log",
+        str(log),
+    ]
+
+
 def kill_scenario(
     workdir: Path, dialogs: int = 3000, window: int = 400, rate: float = 4000, kill_at: int = 3500
 ) -> dict[str, Any]:
@@ -364,22 +383,7 @@ def kill_scenario(
             str(state),
         )
         _wait_ready(backup_process)
-        active_process = net.start(
-            "active",
-            "active",
-            "--peer",
-            f"{NET_1}.2:{PORT}",
-            "--bind",
-            f"{NET_1}.1",
-            "--dialogs",
-            str(dialogs),
-            "--window",
-            str(window),
-            "--rate",
-            str(rate),
-            "--log",
-            str(log),
-        )
+        active_process = net.start("active", *_active_args(dialogs, window, rate, log))
         deadline = time.monotonic() + 60
         while len(_lines(log)) < kill_at and active_process.poll() is None:
             if time.monotonic() > deadline:
@@ -453,22 +457,7 @@ def lossy_scenario(
         _wait_ready(backup_process)
         _wait_ready(relay_process)
         active_process = net.start(
-            "active",
-            "active",
-            "--peer",
-            f"{NET_1}.2:{PORT}",
-            "--bind",
-            f"{NET_1}.1",
-            "--dialogs",
-            str(dialogs),
-            "--window",
-            str(window),
-            "--rate",
-            str(rate),
-            "--log",
-            str(log),
-            "--out",
-            str(outs["active"]),
+            "active", *_active_args(dialogs, window, rate, log), "--out", str(outs["active"])
         )
         active_exit = active_process.wait(120)
         time.sleep(0.3)
