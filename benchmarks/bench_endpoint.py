@@ -6,8 +6,9 @@
    struct and calls a plain function (no queue, no stats). Floor: within 2x.
 2. Loopback: a sender process sends the packet at fixed rates for a few seconds
    each, to binif (handler unpacking every field) and to a bare uvloop
-   DatagramProtocol that only counts, both with the same SO_RCVBUF. Reports
-   received/sent per rate and the highest loss-free rate of each.
+   DatagramProtocol that only counts, both with the same SO_RCVBUF, taking
+   turns at each rate; a rate with loss is tried again (``--trials``), the same
+   for each. Reports received/sent per rate and the highest loss-free rate.
    Floor: binif's loss-free rate >= 40% of the bare protocol's.
 3. Send: ``await ep.send`` packets per second against bare ``transport.sendto``.
    Floor: 60%.
@@ -107,12 +108,23 @@ async def receive_bare(count: int) -> float:
     return elapsed
 
 
-async def part_receive(count: int, rounds: int) -> tuple[float, float]:
+async def part_receive(count: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds per packet of binif and of the baseline, one sample each per round."""
     binif_times, bare_times = [], []
     for _ in range(rounds):
-        bare_times.append(await receive_bare(count))
-        binif_times.append(await receive_binif(count))
-    return statistics.median(binif_times) / count, statistics.median(bare_times) / count
+        bare_times.append(await receive_bare(count) / count)
+        binif_times.append(await receive_binif(count) / count)
+    return binif_times, bare_times
+
+
+def medians(ours: list[float], theirs: list[float]) -> tuple[float, float, float]:
+    """Median of each, and the median of the per-round ratios ours/theirs.
+
+    Rounds alternate the two, so a slow spell of a shared machine falls on
+    both within a round; the per-round ratio cancels most of it.
+    """
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return statistics.median(ours), statistics.median(theirs), statistics.median(ratios)
 
 
 # --- 2. loopback -----------------------------------------------------------------------------
@@ -188,43 +200,64 @@ async def blast(
     return sent, received() - before
 
 
-async def loopback_bare(rates: list[int], seconds: float) -> list[tuple[int, int]]:
+Contender = tuple[tuple[str, int], Callable[[], int]]
+"""Where a contender listens, and how many packets it has taken so far."""
+
+
+async def loopback(
+    rates: list[int], seconds: float, trials: int
+) -> dict[str, list[tuple[int, int]]]:
+    """(sent, received) per rate for the bare protocol, binif, and binif unpacking.
+
+    The contenders are interleaved at each rate, so a slow spell of the shared
+    machine hits them alike; a rate with loss is tried again up to ``trials``
+    times, for every contender the same way, keeping the best trial.
+    """
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DEFAULT_RECV_BUFFER)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     transport, protocol = await loop.create_datagram_endpoint(CountingProtocol, sock=sock)
+    counting = Endpoint(recv_buffer=DEFAULT_RECV_BUFFER)
+    unpacking = Endpoint(recv_buffer=DEFAULT_RECV_BUFFER)
+
+    @counting.handler("dialog")
+    async def count(packet: PacketReader, source: Any) -> None:
+        pass
+
+    @unpacking.handler("dialog")
+    async def unpack(packet: PacketReader, source: Any) -> None:
+        packet.unpack(LAYOUT, exact=True)
+
     try:
-        target = transport.get_extra_info("sockname")
-        return [await blast(rate, seconds, target, lambda: protocol.count) for rate in rates]
+        async with counting, unpacking:
+            contenders: dict[str, Contender] = {
+                "bare": (transport.get_extra_info("sockname"), lambda: protocol.count),
+                "binif": (counting.local_address, lambda: counting.stats.handled),
+                "binif+unpack": (unpacking.local_address, lambda: unpacking.stats.handled),
+            }
+            results: dict[str, list[tuple[int, int]]] = {name: [] for name in contenders}
+            for rate in rates:
+                for name, (target, taken) in contenders.items():
+                    best = (1, 0)
+                    for _ in range(trials):
+                        sent, got = await blast(rate, seconds, target, taken)
+                        if got * best[0] >= best[1] * sent:
+                            best = (sent, got)
+                        if got >= sent:
+                            break
+                    results[name].append(best)
+            for name, endpoint in (("binif", counting), ("binif+unpack", unpacking)):
+                stats = endpoint.stats
+                print(
+                    f"  {name} stats: received {stats.received} handled {stats.handled}"
+                    f" drops {stats.dropped} kernel drops {stats.kernel_drops}"
+                    f" recv buffer granted {stats.recv_buffer}"
+                )
+            return results
     finally:
         transport.close()
-
-
-async def loopback_binif(
-    rates: list[int], seconds: float, *, unpack: bool
-) -> list[tuple[int, int]]:
-    """binif with a handler that counts (like the bare protocol) or unpacks all 25 fields."""
-    async with Endpoint(recv_buffer=DEFAULT_RECV_BUFFER) as endpoint:
-
-        @endpoint.handler("dialog")
-        async def handle(packet: PacketReader, source: Any) -> None:
-            if unpack:
-                packet.unpack(LAYOUT, exact=True)
-
-        results = [
-            await blast(rate, seconds, endpoint.local_address, lambda: endpoint.stats.handled)
-            for rate in rates
-        ]
-        stats = endpoint.stats
-        print(
-            f"  binif ({'unpack' if unpack else 'count'}) stats:"
-            f" received {stats.received} handled {stats.handled}"
-            f" drops {stats.dropped} kernel drops {stats.kernel_drops}"
-            f" recv buffer granted {stats.recv_buffer}"
-        )
-        return results
 
 
 def loss_free(rates: list[int], results: list[tuple[int, int]]) -> int:
@@ -256,7 +289,8 @@ async def send_bare(transport: asyncio.DatagramTransport, count: int, target: An
     return time.perf_counter() - began
 
 
-async def part_send(count: int, rounds: int) -> tuple[float, float]:
+async def part_send(count: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Packets per second of ``await ep.send`` and of bare sendto, one sample each per round."""
     loop = asyncio.get_running_loop()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))  # bound, never read: the kernel drops what overflows
@@ -268,13 +302,13 @@ async def part_send(count: int, rounds: int) -> tuple[float, float]:
     try:
         async with Endpoint() as endpoint:
             for _ in range(rounds):
-                bare_times.append(await send_bare(transport, count, target))
-                binif_times.append(await send_binif(endpoint, count, target))
+                bare_times.append(count / await send_bare(transport, count, target))
+                binif_times.append(count / await send_binif(endpoint, count, target))
             assert endpoint.stats.send_errors == 0
     finally:
         transport.close()
         sink.close()
-    return count / statistics.median(binif_times), count / statistics.median(bare_times)
+    return binif_times, bare_times
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -289,9 +323,11 @@ async def main(args: argparse.Namespace) -> int:
     print(f"packet: {VECTOR.name}, {len(PACKET)} bytes, 25 fields\n")
     missed = 0
 
-    print(f"1. in-process receive: {args.receive:,} packets, median of {args.rounds} rounds")
-    binif_cost, bare_cost = await part_receive(args.receive, args.rounds)
-    ratio = binif_cost / bare_cost
+    print(
+        f"1. in-process receive: {args.rounds} alternating rounds of {args.receive:,} packets;"
+        " medians, ratio = median of per-round ratios"
+    )
+    binif_cost, bare_cost, ratio = medians(*await part_receive(args.receive, args.rounds))
     print(f"  {'':24}{'us/packet':>12}{'packets/s':>14}")
     print(f"  {'hand-written protocol':24}{bare_cost * 1e6:>12.2f}{1 / bare_cost:>14,.0f}")
     print(f"  {'binif Endpoint':24}{binif_cost * 1e6:>12.2f}{1 / binif_cost:>14,.0f}")
@@ -299,12 +335,14 @@ async def main(args: argparse.Namespace) -> int:
     missed += ratio > 2.0
 
     rates = args.rates
-    print(f"2. loopback: sender process, {args.seconds:g} s per rate, received/sent")
+    print(
+        f"2. loopback: sender process, {args.seconds:g} s per rate, received/sent;"
+        f" contenders interleaved, a lossy rate tried up to {args.trials} times (best kept)"
+    )
     print("  bare: counts; binif: validates, dispatches, a handler counts;")
     print("  binif+unpack: the same with a handler that unpacks all 25 fields")
-    bare = await loopback_bare(rates, args.seconds)
-    ours = await loopback_binif(rates, args.seconds, unpack=False)
-    full = await loopback_binif(rates, args.seconds, unpack=True)
+    results = await loopback(rates, args.seconds, args.trials)
+    bare, ours, full = results["bare"], results["binif"], results["binif+unpack"]
     header = "".join(f"{name:>22}" for name in ("bare", "binif", "binif+unpack"))
     print(f"  {'rate/s':>9}{header}")
     for rate, *rows in zip(rates, bare, ours, full, strict=True):
@@ -326,9 +364,11 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  ratio binif+unpack/bare: {full_free / bare_free if bare_free else 0:.0%}\n")
     missed += share < 0.4
 
-    print(f"3. send: {args.send:,} packets, median of {args.rounds} rounds")
-    binif_pps, bare_pps = await part_send(args.send, args.rounds)
-    share = binif_pps / bare_pps
+    print(
+        f"3. send: {args.rounds} alternating rounds of {args.send:,} packets;"
+        " medians, ratio = median of per-round ratios"
+    )
+    binif_pps, bare_pps, share = medians(*await part_send(args.send, args.rounds))
     print(f"  {'':24}{'packets/s':>14}")
     print(f"  {'bare transport.sendto':24}{bare_pps:>14,.0f}")
     print(f"  {'await Endpoint.send':24}{binif_pps:>14,.0f}")
@@ -340,10 +380,13 @@ async def main(args: argparse.Namespace) -> int:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="binif endpoint benchmark")
     parser.add_argument("--quick", action="store_true", help="smaller counts, fewer rates")
-    parser.add_argument("--receive", type=int, default=200_000, help="packets for part 1")
-    parser.add_argument("--send", type=int, default=200_000, help="packets for part 3")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--receive", type=int, default=20_000, help="packets a round, part 1")
+    parser.add_argument("--send", type=int, default=20_000, help="packets a round, part 3")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of parts 1 and 3")
     parser.add_argument("--seconds", type=float, default=1.5, help="per loopback rate")
+    parser.add_argument(
+        "--trials", type=int, default=2, help="tries of a loopback rate that lost packets"
+    )
     parser.add_argument(
         "--rates",
         type=lambda text: [int(rate) for rate in text.split(",")],
@@ -351,7 +394,7 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     if args.quick:
-        args.receive, args.send, args.rounds, args.seconds = 50_000, 50_000, 1, 1.0
+        args.receive, args.send, args.rounds, args.seconds = 10_000, 10_000, 5, 1.0
         args.rates = [25_000, 100_000]
     return args
 

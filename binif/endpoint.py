@@ -673,7 +673,8 @@ class Endpoint(asyncio.DatagramProtocol):
         transport = self._transport
         if transport is None or self._state != "running":
             raise EndpointNotRunning(f"send() on an endpoint that is {self._state}")
-        self._check_size(data, addr)
+        if len(data) > MAX_DATAGRAM_IPV4:  # below it, any family carries it
+            self._check_size(data, addr)
         if not self._writable.is_set():
             await self._wait_writable()
         return self._sendto(transport, data, addr)
