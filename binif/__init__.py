@@ -9,7 +9,7 @@ program on uvloop when it is available.
 from __future__ import annotations
 
 from .crc import opensips_crc32
-from .dispatch import Address, DropReason, MessageType
+from .dispatch import ANY_MODULE, Address, DropReason, MessageType
 from .endpoint import Endpoint
 from .errors import (
     AlreadyRegistered,
@@ -51,6 +51,7 @@ from .writer import PacketWriter, StrValue
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANY_MODULE",
     "DATAGRAM",
     "DATAGRAM_BIG_ENDIAN",
     "Address",

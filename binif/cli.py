@@ -18,14 +18,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .dispatch import Address, DropReason
+from .dispatch import ANY_MODULE, Address, DropReason
 from .endpoint import Endpoint
 from .errors import BinError, DecodeError
 from .layout import INT, STR
@@ -41,8 +41,6 @@ __all__ = ["Analysis", "WalkItem", "analyse", "main", "walk"]
 
 _HEX_SHOWN = 32
 """Raw bytes shown in text output before eliding the rest."""
-_MAX_AUTO_MODULES = 256
-"""Modules ``listen`` subscribes to as they appear; later ones count as unknown_module."""
 STR_KIND = "str"
 
 
@@ -399,33 +397,6 @@ def cmd_send(args: argparse.Namespace) -> int:
 # --- listen ---------------------------------------------------------------------------
 
 
-class _Sniffer(Endpoint):
-    """An endpoint that subscribes to every module as its first valid packet arrives."""
-
-    def __init__(
-        self,
-        local_addr: tuple[str, int],
-        show: Callable[[PacketReader, Address], Any],
-        wire: WireFormat,
-    ) -> None:
-        super().__init__(local_addr, wire=wire)
-        self._show = show
-        self._seen: set[str] = set()
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        """Register the packet's module if new, then receive it as usual."""
-        if len(self._seen) < _MAX_AUTO_MODULES:
-            try:
-                reader = PacketReader.parse(data, wire=self.wire)
-            except DecodeError:
-                pass
-            else:
-                if reader.module not in self._seen:
-                    self._seen.add(reader.module)
-                    self.register(reader.module, self._show)
-        super().datagram_received(data, addr)
-
-
 def format_stats(stats: Stats) -> list[str]:
     """The stats ``listen`` prints when it stops."""
     drops = ", ".join(f"{reason.value} {stats.drops.get(reason, 0)}" for reason in DropReason)
@@ -460,7 +431,8 @@ async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
         if analysis.error is not None:
             raise analysis.error  # counted by the endpoint as undecodable
 
-    endpoint = _Sniffer(bind, show, _wire(args))
+    endpoint = Endpoint(bind, wire=_wire(args))
+    endpoint.register(ANY_MODULE, show)  # every module: none has a handler of its own
     try:
         await endpoint.start()
     except OSError as exc:

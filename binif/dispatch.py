@@ -31,6 +31,7 @@ from .reader import PacketReader
 from .wire import DATAGRAM, WireFormat
 
 __all__ = [
+    "ANY_MODULE",
     "Address",
     "AllowList",
     "Dispatcher",
@@ -45,6 +46,9 @@ __all__ = [
 
 Address = tuple[Any, ...]
 """A socket address: ``(host, port)`` for IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6."""
+
+ANY_MODULE = "*"
+"""Register a handler under this name to take the packets of every module that has none."""
 
 Handler = Callable[[PacketReader, Address], Awaitable[None]]
 """``async def handler(packet: PacketReader, source: Address) -> None``."""
@@ -64,7 +68,7 @@ class DropReason(StrEnum):
     MALFORMED = "malformed"
     """Valid CRC but the module name length or module name is invalid."""
     UNKNOWN_MODULE = "unknown_module"
-    """No handler is registered for the packet's module."""
+    """No handler is registered for the packet's module (nor for ``ANY_MODULE``)."""
     UNKNOWN_COMMAND = "unknown_command"
     """The module has only typed handlers and none for this command."""
     UNDECODABLE = "undecodable"
@@ -214,7 +218,12 @@ class Dispatcher:
         concurrency: int = 1,
         timeout: float | None = None,
     ) -> Route:
-        """Make ``handler`` take every packet of ``module`` (commands without a typed handler)."""
+        """Make ``handler`` take every packet of ``module`` (commands without a typed handler).
+
+        Under :data:`ANY_MODULE` (``"*"``) it takes the packets of every module
+        that has no handler of its own, in one queue, in arrival order: a sniffer
+        or a catch-all logger, instead of ``unknown_module`` drops.
+        """
         _check_options(concurrency, timeout)
         route = self._routes.get(module)
         if route is not None and route.raw is not None:
@@ -284,7 +293,9 @@ class Dispatcher:
             return reason_for(exc)
         route = self._routes.get(reader.module)
         if route is None:
-            return DropReason.UNKNOWN_MODULE
+            route = self._routes.get(ANY_MODULE)
+            if route is None:
+                return DropReason.UNKNOWN_MODULE
         if route.raw is None and reader.command not in route.messages:
             return DropReason.UNKNOWN_COMMAND
         return reader

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, SupportsBytes, TypeVar, cast
 
 from .dispatch import (
+    ANY_MODULE,
     Address,
     Dispatcher,
     DropReason,
@@ -347,7 +348,8 @@ class Endpoint(asyncio.DatagramProtocol):
 
         ``concurrency`` > 1 lets that many packets of the module be handled at
         once (their order is then not kept); ``timeout`` cancels a call that
-        runs longer, counted in ``handler_timeouts``.
+        runs longer, counted in ``handler_timeouts``. ``module="*"``
+        (``binif.ANY_MODULE``) takes every module that has no handler of its own.
         """
         self._check_open()
         self._install(
@@ -457,7 +459,9 @@ class Endpoint(asyncio.DatagramProtocol):
         counters.received += 1
         result = self._classify(data, addr)
         if type(result) is PacketReader:
-            lane = self._lanes[result.module]
+            lane = self._lanes.get(result.module)
+            if lane is None:  # the dispatcher found no route of its own: the catch-all's
+                lane = self._lanes[ANY_MODULE]
             items = lane.items
             if len(items) < lane.limit:
                 items.append((result, addr))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import pytest
 
 from binif import (
+    ANY_MODULE,
     DATAGRAM,
     DATAGRAM_BIG_ENDIAN,
     AlreadyRegistered,
@@ -188,6 +189,26 @@ def test_register_twice_is_an_error_and_unregister_works() -> None:
         dispatcher.unregister("dialog")
     dispatcher.register("dialog", raw_handler)
     assert isinstance(dispatcher.classify(data, SOURCE), PacketReader)
+
+
+def test_any_module_takes_every_module_without_a_handler() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.register_message(Deleted, deleted_handler)
+    unknown = vector("crafted-unknown-module.bin")
+    assert dispatcher.classify(unknown, SOURCE) is DropReason.UNKNOWN_MODULE
+    catch_all = dispatcher.register(ANY_MODULE, raw_handler)
+    assert catch_all.module == "*"
+    reader = dispatcher.classify(unknown, SOURCE)
+    assert isinstance(reader, PacketReader) and reader.module == "nosuchmod"
+    assert catch_all.target(reader) == Target(raw_handler, None)
+    # A module with handlers of its own keeps them: its unknown commands are not the catch-all's.
+    assert dispatcher.classify(vector("dialog-created-1.bin"), SOURCE) is (
+        DropReason.UNKNOWN_COMMAND
+    )
+    # Frame errors stay drops whatever is registered.
+    assert dispatcher.classify(vector("crafted-bad-marker.bin"), SOURCE) is DropReason.BAD_MARKER
+    dispatcher.unregister(ANY_MODULE)
+    assert dispatcher.classify(unknown, SOURCE) is DropReason.UNKNOWN_MODULE
 
 
 def test_register_checks_options() -> None:

@@ -389,6 +389,35 @@ async def test_typed_messages_share_one_ordered_queue_per_module() -> None:
         assert stats.handled == 4 and stats.balanced()
 
 
+async def test_any_module_handler_takes_unknown_modules_in_arrival_order() -> None:
+    seen: list[tuple[str, int]] = []
+    dialogs: list[int] = []
+    async with Endpoint() as rx, Endpoint() as tx:
+
+        @rx.handler("*")
+        async def everything_else(packet: PacketReader, source: Any) -> None:
+            await asyncio.sleep(0)
+            seen.append((packet.module, seq_of(packet)))
+
+        @rx.handler("dialog")
+        async def dialog(packet: PacketReader, source: Any) -> None:
+            dialogs.append(seq_of(packet))
+
+        modules = ["ul", "presence", "dialog", "ul", "nosuchmod", "dialog"]
+        for seq, module in enumerate(modules):
+            await tx.send(numbered(seq, module), rx.local_address)
+        await received(rx, len(modules))
+        await rx.join()
+        assert seen == [("ul", 0), ("presence", 1), ("ul", 3), ("nosuchmod", 4)]
+        assert dialogs == [2, 5]
+        rx.unregister("*")
+        await tx.send(numbered(6, "ul"), rx.local_address)
+        await received(rx, len(modules) + 1)
+        stats = rx.stats
+        assert stats.drops[DropReason.UNKNOWN_MODULE] == 1
+        assert stats.handled == 6 and stats.balanced()
+
+
 # --- registry and lifecycle -----------------------------------------------------------------
 
 
