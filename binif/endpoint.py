@@ -424,14 +424,17 @@ class Endpoint(asyncio.DatagramProtocol):
         if lane is None:
             lane = self._lanes[route.module] = _Lane(route, self.queue_size)
             if self._state == "running":
-                self._start_workers(lane)
+                # A module registered again while its old queue drains: the new
+                # packets wait for the old ones, so the module's order holds.
+                prior = [old for old in self._retiring if old.route.module == route.module]
+                self._start_workers(lane, after=prior)
         else:
             lane.route = route
 
-    def _start_workers(self, lane: _Lane) -> None:
+    def _start_workers(self, lane: _Lane, after: Sequence[_Lane] = ()) -> None:
         for number in range(lane.route.concurrency):
             worker = asyncio.get_running_loop().create_task(
-                self._work(lane), name=f"binif-{lane.route.module}-{number}"
+                self._work(lane, after), name=f"binif-{lane.route.module}-{number}"
             )
             worker.add_done_callback(self._worker_done)
             lane.workers.append(worker)
@@ -508,8 +511,14 @@ class Endpoint(asyncio.DatagramProtocol):
             return str(exc)
         return f"module {reader.module!r} command {reader.command}"
 
-    async def _work(self, lane: _Lane) -> None:
-        """One worker: take the lane's packets in order and await their handlers."""
+    async def _work(self, lane: _Lane, after: Sequence[_Lane] = ()) -> None:
+        """One worker: take the lane's packets in order and await their handlers.
+
+        It starts once the lanes in ``after`` (an unregistered module's old
+        queue) have drained.
+        """
+        for prior in after:
+            await prior.join()
         items = lane.items
         counters = self._counters
         drops = counters.drops

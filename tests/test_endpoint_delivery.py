@@ -421,6 +421,35 @@ async def test_any_module_handler_takes_unknown_modules_in_arrival_order() -> No
 # --- registry and lifecycle -----------------------------------------------------------------
 
 
+async def test_module_registered_again_keeps_order_with_its_draining_queue() -> None:
+    order: list[tuple[str, int]] = []
+    release = asyncio.Event()
+    async with Endpoint() as rx, Endpoint() as tx:
+
+        async def old(packet: PacketReader, source: Any) -> None:
+            await release.wait()
+            order.append(("old", seq_of(packet)))
+
+        async def new(packet: PacketReader, source: Any) -> None:
+            order.append(("new", seq_of(packet)))
+
+        rx.register("dialog", old)
+        for seq in range(3):
+            await tx.send(numbered(seq), rx.local_address)
+        await received(rx, 3)
+        rx.unregister("dialog")  # its three packets are still queued or in the handler
+        rx.register("dialog", new)
+        for seq in range(3, 5):
+            await tx.send(numbered(seq), rx.local_address)
+        await received(rx, 5)
+        await asyncio.sleep(0.01)
+        assert order == []  # the new handler waits for the old queue
+        release.set()
+        await rx.join()
+        assert order == [("old", 0), ("old", 1), ("old", 2), ("new", 3), ("new", 4)]
+        assert rx.stats.handled == 5 and rx.stats.balanced()
+
+
 async def test_register_unregister_and_lifecycle_errors() -> None:
     endpoint = Endpoint()
     with pytest.raises(EndpointNotRunning):
