@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench bench-endpoint clean fuzz soak
+.PHONY: test lint typecheck unit demo demo-codec bench bench-endpoint clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,17 @@ unit: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/python examples/replication.py
 
-bench: $(INSTALLED)
+# Build a packet, hex-dump it, parse it back, decode a real OpenSIPS 2.1 packet.
+demo-codec: $(INSTALLED)
+	$(BIN)/python examples/codec_tour.py
+
+# The codec benchmark also times the construct library (the bench extra).
+BENCH_INSTALLED := $(VENV)/.bench-installed
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCH_INSTALLED)
 	$(BIN)/python benchmarks/bench_codec.py
 
 # In-process receive, loopback loss-free rate and send rate, each against a bare baseline.

@@ -1,6 +1,6 @@
 """A tour of the codec: build a packet, show it, parse it back, decode a real one.
 
-Run with ``make demo-codec`` or ``python examples/codec_tour.py``.
+Run with ``make demo-codec`` (or ``python examples/codec_tour.py``).
 """
 
 from __future__ import annotations
