@@ -108,7 +108,11 @@ class FieldTypeError(EncodeError, TypeError):
 
 
 class LayoutError(BinError, ValueError):
-    """A layout string contains something other than ``s`` and ``i``."""
+    """A layout is invalid.
+
+    A character other than ``s`` and ``i``, values that do not match it in
+    number, or a negative number of fields to skip.
+    """
 
 
 class DatagramTooLarge(EncodeError):

@@ -16,6 +16,7 @@ from .errors import (
     BadFieldLength,
     BadModuleName,
     BadNameLength,
+    LayoutError,
     TrailingBytes,
     TruncatedField,
 )
@@ -195,14 +196,15 @@ class PacketReader:
 
     def skip_str(self, n: int = 1) -> PacketReader:
         """The reader after ``n`` str fields."""
-        data, pos, index = self._data, self._pos, self._index
+        _check_count(n)
+        data, pos = self._data, self._pos
         for index in range(self._index, self._index + n):
             pos = self._str_span(data, pos, index)[1]
-        return _make(self._head, data, pos, self._index + max(n, 0))
+        return _make(self._head, data, pos, self._index + n)
 
     def skip_int(self, n: int = 1) -> PacketReader:
         """The reader after ``n`` int fields."""
-        n = max(n, 0)
+        _check_count(n)
         size = self._head.wire.int32.size
         self._need(self._pos, size * n, "int" if n == 1 else f"{n} ints", self._index)
         return _make(self._head, self._data, self._pos + size * n, self._index + n)
@@ -313,6 +315,11 @@ class PacketReader:
             f"PacketReader(module={self.module!r}, command={self.command},"
             f" size={len(self._data)}, offset={self._pos}, index={self._index})"
         )
+
+
+def _check_count(n: int) -> None:
+    if type(n) is not int or n < 0:
+        raise LayoutError(f"the number of fields to skip is an int >= 0, not {n!r}")
 
 
 def _make(head: _Head, data: bytes, pos: int, index: int) -> PacketReader:

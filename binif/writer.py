@@ -32,27 +32,35 @@ INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
 
 
-def _str_bytes(value: object, what: str) -> bytes:
+def _str_bytes(value: object, index: int) -> bytes:
     if type(value) is bytes:
         return value
     if isinstance(value, str):
-        return _utf8(value, what)
+        return _utf8(value, index)
     if value is None:
         return b""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise FieldTypeError(
-        f"{what}: a str field takes bytes, str or None, not {type(value).__name__}"
+        f"{_what(index)}: a str field takes bytes, str or None, not {type(value).__name__}"
     )
 
 
-def _utf8(text: str, what: str) -> bytes:
+def _utf8(text: str, index: int) -> bytes:
     try:
         return text.encode()
     except UnicodeEncodeError as exc:
         raise UnencodableText(
-            f"{what}: {text[:40]!r} is not encodable as UTF-8: {exc.reason}"
+            f"{_what(index)}: {text[:40]!r} is not encodable as UTF-8: {exc.reason}"
         ) from None
+
+
+_MODULE_NAME = -1
+"""The index error messages use for the module name, which is no field."""
+
+
+def _what(index: int) -> str:
+    return "module name" if index == _MODULE_NAME else f"field {index}"
 
 
 def _int_error(value: object, what: str) -> Exception:
@@ -110,7 +118,7 @@ _ROOTS_MAX = 1024
 def _make_root(module: str, command: int, wire: WireFormat) -> _Root:
     if not isinstance(module, str):
         raise InvalidModuleName(f"a module name is a str, not {type(module).__name__}")
-    name = _utf8(module, "module name")
+    name = _utf8(module, _MODULE_NAME)
     limit = wire.max_packet - wire.header_size - wire.length.size - wire.int32.size
     if not name or len(name) > limit:
         raise InvalidModuleName(
@@ -174,7 +182,7 @@ class PacketWriter:
     def push_str(self, value: StrValue) -> PacketWriter:
         """Return a writer with one more str field: bytes, text as UTF-8, or None (NULL)."""
         if type(value) is not bytes:
-            value = _str_bytes(value, f"field {self._count}")
+            value = _str_bytes(value, self._count)
         head = self._head
         n = len(value)
         chunk = (head.prefixes[n] if n < _SHORT else head.pack_length(n)) + value
@@ -224,7 +232,7 @@ class PacketWriter:
             if ints is None:
                 value = values[index]
                 if type(value) is not bytes:
-                    value = _str_bytes(value, f"field {self._count + index}")
+                    value = _str_bytes(value, self._count + index)
                 n = len(value)
                 append(prefixes[n] if n < _SHORT else pack_length(n))
                 append(value)

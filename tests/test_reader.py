@@ -85,7 +85,11 @@ def test_skip_moves_over_fields() -> None:
     assert reader.skip_str(2).pop_int()[0] == 42
     assert reader.skip_str().skip_str().skip_int().at_end
     assert reader.skip_str(2).skip_int(1).index == 3
-    assert reader.skip_str(0) == reader
+    assert reader.skip_str(0) == reader == reader.skip_int(0)
+    with pytest.raises(LayoutError, match="not -1"):
+        reader.skip_str(-1)
+    with pytest.raises(LayoutError):
+        reader.skip_int(-2)
 
 
 def test_popping_past_the_end_names_field_and_offset() -> None:
