@@ -194,6 +194,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self._sockname: Address | None = None
         self._inode = 0
         self._recv_buffer: int | None = None
+        self._closed_kernel_drops: int | None = None
         self._send_buffer: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------
@@ -269,6 +270,8 @@ class Endpoint(asyncio.DatagramProtocol):
         if self._state in ("new", "starting"):
             self._state = "closed"
             return
+        # The socket's counter goes with it: keep its last value for later snapshots.
+        self._closed_kernel_drops = self._kernel_drops()
         self._state = "closing"
         transport, lost = self._transport, self._lost
         if transport is not None:
@@ -753,6 +756,13 @@ class Endpoint(asyncio.DatagramProtocol):
 
     # --- stats ----------------------------------------------------------------------
 
+    def _kernel_drops(self) -> int | None:
+        if self._state in ("closing", "closed"):
+            return self._closed_kernel_drops
+        if not self._inode:
+            return None
+        return udp_kernel_drops(self._inode, self._family == socket.AF_INET6)
+
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters, queue depths and socket figures, taken now."""
@@ -763,11 +773,7 @@ class Endpoint(asyncio.DatagramProtocol):
             queue_depths={module: len(lane.items) for module, lane in self._lanes.items()},
             recv_buffer=self._recv_buffer,
             send_buffer=self._send_buffer,
-            kernel_drops=(
-                udp_kernel_drops(self._inode, self._family == socket.AF_INET6)
-                if self._inode and self._state != "closed"
-                else None
-            ),
+            kernel_drops=self._kernel_drops(),
         )
 
     @property
