@@ -184,7 +184,6 @@ class Endpoint(asyncio.DatagramProtocol):
         self._retiring: set[_Lane] = set()
         self._state: State = "new"
         self._transport: asyncio.DatagramTransport | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._lost: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -204,7 +203,7 @@ class Endpoint(asyncio.DatagramProtocol):
         if self._state != "new":
             raise EndpointNotRunning(f"start() on an endpoint that is {self._state}")
         self._state = "starting"
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         try:
             sock = await self._bind(loop)
             try:
