@@ -1,9 +1,10 @@
 """Build and parse the real OpenSIPS 2.1 dialog CREATED packet (25 fields).
 
 binif is measured against, in the same run, a hand-written baseline (struct +
-zlib, the code one would write inline without a library) and, when installed,
-the ``construct`` library. Figures are the median of several rounds, in
-microseconds per packet; ratios are binif / hand-written baseline.
+zlib, the code one would write inline without a library: benchmarks/baseline.py)
+and, when installed, the ``construct`` library. Contenders take turns within
+each round; figures are medians in microseconds per packet, ratios the median
+of the per-round ratios binif / hand-written baseline.
 
     python benchmarks/bench_codec.py [--rounds 31] [--number 2000]
 """
