@@ -5,7 +5,7 @@
 for a registered module, or a :class:`DropReason`. :meth:`Route.target` then
 picks, for one packet, the callable that handles it (the module's raw handler
 or the typed handler of its command). Nothing here touches a socket, a loop or
-a clock: the asyncio shell (:mod:`binif.endpoint`) feeds it and counts.
+a clock: the endpoints (:mod:`binif.endpoint`, over :mod:`binif.runtime`) feed it and count.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""The endpoint: a UDP socket whose packets go to per-module async handlers, and a sender.
+"""The UDP endpoint: a datagram socket in front of the shared runtime, and a sender.
 
-:class:`Endpoint` is a thin :class:`asyncio.DatagramProtocol` shell around the
-sans-I/O :class:`~binif.dispatch.Dispatcher`. ``datagram_received`` classifies
-each datagram and appends it to its module's bounded queue (or counts a named
-drop); a fixed set of worker tasks per module awaits the handlers. No task is
-created per packet, nothing on the receive path blocks or grows without bound.
+:class:`Endpoint` is a thin :class:`asyncio.DatagramProtocol` shell: it binds
+the socket, classifies each datagram with the sans-I/O
+:class:`~binif.dispatch.Dispatcher` and hands it to its module's bounded queue
+in the :class:`~binif.runtime.Runtime` (or counts a named drop); the runtime's
+worker tasks await the handlers. No task is created per packet, nothing on the
+receive path blocks or grows without bound.
 """
 
 from __future__ import annotations
@@ -16,28 +17,13 @@ import logging
 import os
 import socket
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from types import TracebackType
-from typing import Any, Final, Literal, SupportsBytes, TypeVar, cast
+from collections.abc import Iterable
+from typing import Final, SupportsBytes, cast
 
-from .dispatch import (
-    ANY_MODULE,
-    Address,
-    Dispatcher,
-    DropReason,
-    Handler,
-    LogLimiter,
-    MessageType,
-    Route,
-    Target,
-)
-from .errors import (
-    DatagramTooLarge,
-    DecodeError,
-    EndpointNotRunning,
-)
+from .dispatch import Address, DropReason
+from .errors import DatagramTooLarge, EndpointNotRunning
 from .reader import PacketReader
+from .runtime import DEFAULT_QUEUE_SIZE, Runtime, format_address
 from .stats import Counters, Stats, udp_kernel_drops
 from .wire import DATAGRAM, WireFormat
 from .writer import PacketWriter
@@ -52,8 +38,6 @@ __all__ = [
 
 logger = logging.getLogger("binif")
 
-DEFAULT_QUEUE_SIZE: Final = 4096
-"""Packets each module may have waiting before new ones are dropped as ``queue_full``."""
 DEFAULT_RECV_BUFFER: Final = 4 * 1024 * 1024
 """SO_RCVBUF requested by default: room for bursts (the OS may grant less)."""
 MAX_DATAGRAM_IPV4: Final = 65507
@@ -61,98 +45,27 @@ MAX_DATAGRAM_IPV4: Final = 65507
 MAX_DATAGRAM_IPV6: Final = 65527
 """Largest UDP payload over IPv6 without jumbograms: 65535 - 8 (UDP header)."""
 
-_YIELD_EVERY: Final = 64
-"""A worker yields to the loop after this many packets handled without waiting."""
-
 Packet = PacketWriter | bytes | bytearray | memoryview | SupportsBytes
 """What send accepts: a writer, prebuilt bytes, or anything ``bytes()`` turns into a packet."""
 
-H = TypeVar("H", bound=Handler)
-M = TypeVar("M", bound=MessageType)
-State = Literal["new", "starting", "running", "closing", "closed"]
 
-
-class _Lane:
-    """One module's bounded queue, its workers and how many packets it still owes."""
-
-    __slots__ = (
-        "_route",
-        "direct",
-        "items",
-        "limit",
-        "waiters",
-        "workers",
-        "pending",
-        "joiners",
-        "retired",
-    )
-
-    def __init__(self, route: Route, limit: int) -> None:
-        self.route = route
-        self.items: deque[tuple[PacketReader, Address]] = deque()
-        self.limit = limit
-        self.waiters: deque[asyncio.Future[None]] = deque()
-        self.workers: list[asyncio.Task[None]] = []
-        self.pending = 0
-        """Packets queued or being handled."""
-        self.joiners: list[asyncio.Future[None]] = []
-        self.retired = False
-
-    @property
-    def route(self) -> Route:
-        return self._route
-
-    @route.setter
-    def route(self, route: Route) -> None:
-        self._route = route
-        raw = route.raw
-        # The common case (one raw handler, no typed ones, no timeout) is awaited
-        # directly by the worker, without routing by command.
-        self.direct: Handler | None = (
-            raw.handler if raw is not None and not route.messages and raw.timeout is None else None
-        )
-
-    def wake_one(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def wake_all(self) -> None:
-        while self.waiters:
-            self.wake_one()
-
-    def settle(self, count: int = 1) -> None:
-        self.pending -= count
-        if self.pending == 0 and self.joiners:
-            for joiner in self.joiners:
-                if not joiner.done():
-                    joiner.set_result(None)
-            self.joiners.clear()
-
-    async def join(self) -> None:
-        if self.pending:
-            joiner = asyncio.get_running_loop().create_future()
-            self.joiners.append(joiner)
-            await joiner
-
-
-class Endpoint(asyncio.DatagramProtocol):
-    """A BIN endpoint: receives packets for registered modules and sends packets.
+class Endpoint(Runtime, asyncio.DatagramProtocol):
+    """A BIN endpoint over UDP: receives packets for registered modules and sends packets.
 
     ``async with Endpoint(("127.0.0.1", 0)) as ep:`` binds and starts it;
     ``ep.register("dialog", handler)`` (or ``@ep.handler("dialog")``) routes a
     module's packets to ``async def handler(packet, source)``. Packets of one
     module are handled one at a time in arrival order unless the handler opts
-    into ``concurrency``; each module has a queue of ``queue_size`` packets.
+    into ``concurrency``; each module has a queue of ``queue_size`` packets,
+    and a datagram that finds it full is dropped as ``queue_full``.
 
     ``allow`` restricts sources to networks (strings or ``ipaddress`` objects);
     ``recv_buffer``/``send_buffer`` request socket buffer sizes (None keeps the
     OS default); ``peers`` are the destinations of :meth:`replicate`;
     ``drain_timeout`` bounds how long :meth:`close` lets queued packets finish.
     """
+
+    _unit = "datagram"
 
     def __init__(
         self,
@@ -167,22 +80,19 @@ class Endpoint(asyncio.DatagramProtocol):
         drain_timeout: float = 5.0,
         log_interval: float = 1.0,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, not {queue_size}")
+        super().__init__(
+            wire=wire,
+            allow=allow,
+            queue_size=queue_size,
+            drain_timeout=drain_timeout,
+            log_interval=log_interval,
+            counters=Counters(),
+        )
         self.local_addr = tuple(local_addr)
-        self.queue_size = queue_size
         self.recv_buffer_requested = recv_buffer
         self.send_buffer_requested = send_buffer
         self.peers: tuple[Address, ...] = tuple(tuple(peer) for peer in peers)
-        self.wire = wire
-        self.drain_timeout = drain_timeout
-        self._core = Dispatcher(wire=wire, allow=allow)
         self._classify = self._core.classify
-        self._counters = Counters()
-        self._limiter = LogLimiter(logger, log_interval)
-        self._lanes: dict[str, _Lane] = {}
-        self._retiring: set[_Lane] = set()
-        self._state: State = "new"
         self._transport: asyncio.DatagramTransport | None = None
         self._lost: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
@@ -196,33 +106,19 @@ class Endpoint(asyncio.DatagramProtocol):
         self._closed_kernel_drops: int | None = None
         self._send_buffer: int | None = None
 
-    # --- lifecycle -------------------------------------------------------------------
+    # --- the socket --------------------------------------------------------------------
 
-    async def start(self) -> Endpoint:
-        """Bind the socket and start the workers of every registered module."""
-        if self._state != "new":
-            raise EndpointNotRunning(f"start() on an endpoint that is {self._state}")
-        self._state = "starting"
+    async def _open(self) -> None:
+        """Bind the socket and attach this protocol to it."""
         loop = asyncio.get_running_loop()
+        sock = await self._bind(loop)
         try:
-            sock = await self._bind(loop)
-            try:
-                self._lost = loop.create_future()
-                transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
-            except BaseException:
-                sock.close()
-                raise
+            self._lost = loop.create_future()
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
         except BaseException:
-            self._state = "new"
+            sock.close()
             raise
         self._transport = transport
-        if self._state != "starting":  # close() was called while binding
-            transport.close()
-            raise EndpointNotRunning("the endpoint was closed while it started")
-        self._state = "running"
-        for lane in self._lanes.values():
-            self._start_workers(lane)
-        return self
 
     async def _bind(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
         host, port = self.local_addr[0], self.local_addr[1]
@@ -255,6 +151,20 @@ class Endpoint(asyncio.DatagramProtocol):
         except OSError as exc:
             logger.warning("could not set socket buffer option %d to %d: %s", option, size, exc)
 
+    async def _shut(self) -> None:
+        """Close the socket and wait (up to a second) until asyncio lets go of it."""
+        # The socket's counter goes with it: keep its last value for later snapshots.
+        if self._inode:
+            self._closed_kernel_drops = udp_kernel_drops(
+                self._inode, self._family == socket.AF_INET6
+            )
+        transport, lost = self._transport, self._lost
+        if transport is not None:
+            transport.close()
+        if lost is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(lost), 1.0)
+
     async def close(self) -> None:
         """Stop receiving, let queued packets finish (up to ``drain_timeout``), stop workers.
 
@@ -262,65 +172,8 @@ class Endpoint(asyncio.DatagramProtocol):
         cancelled and counted as ``shutdown`` drops. Senders waiting on flow
         control get :class:`~binif.errors.EndpointNotRunning`. Idempotent.
         """
-        if self._state in ("closing", "closed"):
-            while self._state != "closed":
-                await asyncio.sleep(0.01)
-            return
-        if self._state in ("new", "starting"):
-            self._state = "closed"
-            return
-        # The socket's counter goes with it: keep its last value for later snapshots.
-        self._closed_kernel_drops = self._kernel_drops()
-        self._state = "closing"
-        transport, lost = self._transport, self._lost
-        if transport is not None:
-            transport.close()
-        if lost is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(lost), 1.0)
-        lanes = [*self._lanes.values(), *self._retiring]
-        try:
-            async with asyncio.timeout(self.drain_timeout):
-                for lane in lanes:
-                    await lane.join()
-        except TimeoutError:
-            left = sum(lane.pending for lane in lanes)
-            logger.warning("close: %d packets not handled within %.1fs", left, self.drain_timeout)
-        workers = [worker for lane in lanes for worker in lane.workers]
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        for lane in lanes:
-            left = len(lane.items)
-            if left:
-                lane.items.clear()
-                self._counters.drops[DropReason.SHUTDOWN] += left
-                lane.settle(left)
-            lane.workers.clear()
-        self._retiring.clear()
-        self._state = "closed"
+        await super().close()
         self._writable.set()
-
-    async def __aenter__(self) -> Endpoint:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def join(self) -> None:
-        """Wait until every packet queued so far has been handled or dropped."""
-        for lane in [*self._lanes.values(), *self._retiring]:
-            await lane.join()
-
-    @property
-    def running(self) -> bool:
-        """True between a successful start() and close()."""
-        return self._state == "running"
 
     @property
     def local_address(self) -> Address:
@@ -335,115 +188,6 @@ class Endpoint(asyncio.DatagramProtocol):
         if self._transport is None:
             raise EndpointNotRunning("the endpoint is not started")
         return self._transport
-
-    # --- registry ----------------------------------------------------------------------
-
-    def register(
-        self,
-        module: str,
-        handler: Handler,
-        *,
-        concurrency: int = 1,
-        timeout: float | None = None,
-    ) -> None:
-        """Route every packet of ``module`` to ``async def handler(packet, source)``.
-
-        ``concurrency`` > 1 lets that many packets of the module be handled at
-        once (their order is then not kept); ``timeout`` cancels a call that
-        runs longer, counted in ``handler_timeouts``. ``module="*"``
-        (``binif.ANY_MODULE``) takes every module that has no handler of its own.
-        """
-        self._check_open()
-        self._install(
-            self._core.register(module, handler, concurrency=concurrency, timeout=timeout)
-        )
-
-    def handler(
-        self, module: str, *, concurrency: int = 1, timeout: float | None = None
-    ) -> Callable[[H], H]:
-        """Decorator form of :meth:`register`: ``@ep.handler("dialog")``."""
-
-        def decorate(function: H) -> H:
-            self.register(module, function, concurrency=concurrency, timeout=timeout)
-            return function
-
-        return decorate
-
-    def register_message(
-        self,
-        message: type[M],
-        handler: Callable[[M, Address], Awaitable[None]],
-        *,
-        concurrency: int = 1,
-        timeout: float | None = None,
-    ) -> None:
-        """Route packets of ``message.MODULE``/``message.COMMAND``, decoded, to ``handler``.
-
-        ``message.from_packet(reader)`` runs in the module's worker, in order; a
-        DecodeError from it is an ``undecodable`` drop. Commands of a module
-        that has only typed handlers and none for that command are dropped as
-        ``unknown_command``.
-        """
-        self._check_open()
-        self._install(
-            self._core.register_message(message, handler, concurrency=concurrency, timeout=timeout)
-        )
-
-    def on(
-        self, message: type[M], *, concurrency: int = 1, timeout: float | None = None
-    ) -> Callable[
-        [Callable[[M, Address], Awaitable[None]]], Callable[[M, Address], Awaitable[None]]
-    ]:
-        """Decorator form of :meth:`register_message`: ``@ep.on(DialogCreated)``."""
-
-        def decorate(
-            function: Callable[[M, Address], Awaitable[None]],
-        ) -> Callable[[M, Address], Awaitable[None]]:
-            self.register_message(message, function, concurrency=concurrency, timeout=timeout)
-            return function
-
-        return decorate
-
-    def unregister(self, module: str) -> None:
-        """Remove the handlers of ``module``. Packets already queued are still handled."""
-        self._core.unregister(module)
-        lane = self._lanes.pop(module)
-        lane.retired = True
-        if lane.workers:
-            self._retiring.add(lane)
-            lane.wake_all()
-        elif lane.items:  # fed before start: no worker will ever take them
-            self._counters.drops[DropReason.SHUTDOWN] += len(lane.items)
-            lane.settle(len(lane.items))
-            lane.items.clear()
-
-    def _check_open(self) -> None:
-        if self._state in ("closing", "closed"):
-            raise EndpointNotRunning(f"the endpoint is {self._state}")
-
-    def _install(self, route: Route) -> None:
-        lane = self._lanes.get(route.module)
-        if lane is None:
-            lane = self._lanes[route.module] = _Lane(route, self.queue_size)
-            if self._state == "running":
-                # A module registered again while its old queue drains: the new
-                # packets wait for the old ones, so the module's order holds.
-                prior = [old for old in self._retiring if old.route.module == route.module]
-                self._start_workers(lane, after=prior)
-        else:
-            lane.route = route
-
-    def _start_workers(self, lane: _Lane, after: Sequence[_Lane] = ()) -> None:
-        for number in range(lane.route.concurrency):
-            worker = asyncio.get_running_loop().create_task(
-                self._work(lane, after), name=f"binif-{lane.route.module}-{number}"
-            )
-            worker.add_done_callback(self._worker_done)
-            lane.workers.append(worker)
-
-    def _worker_done(self, worker: asyncio.Task[None]) -> None:
-        if not worker.cancelled() and worker.exception() is not None:
-            logger.error("worker %s died", worker.get_name(), exc_info=worker.exception())
 
     # --- receiving ---------------------------------------------------------------------
 
@@ -464,183 +208,14 @@ class Endpoint(asyncio.DatagramProtocol):
         counters.received += 1
         result = self._classify(data, addr)
         if type(result) is PacketReader:
-            lane = self._lanes.get(result.module)
-            if lane is None:  # the dispatcher found no route of its own: the catch-all's
-                lane = self._lanes[ANY_MODULE]
-            items = lane.items
-            if len(items) < lane.limit:
-                items.append((result, addr))
-                lane.pending += 1
-                counters.dispatched += 1
-                waiters = lane.waiters
-                if waiters:
-                    waiter = waiters.popleft()
-                    if waiter.done():  # its worker was cancelled: find another
-                        lane.wake_one()
-                    else:
-                        waiter.set_result(None)
+            lane = self._lane(result.module)
+            if len(lane.items) < lane.limit:
+                self._admit(lane, result, addr)
             else:
                 self._drop(DropReason.QUEUE_FULL, addr, data, result.module)
         else:
             assert isinstance(result, DropReason)
             self._drop(result, addr, data, None)
-
-    def _drop(self, reason: DropReason, source: Address, data: bytes, module: str | None) -> None:
-        self._counters.drops[reason] += 1
-        now = time.monotonic()
-        limiter = self._limiter
-        if limiter.ready(reason, now):
-            limiter.emit(
-                reason,
-                now,
-                logging.INFO if reason is DropReason.UNKNOWN_MODULE else logging.WARNING,
-                "dropped %d-byte datagram from %s: %s (%s)",
-                len(data),
-                _format_address(source),
-                reason.value,
-                self._explain(reason, data, module),
-            )
-
-    def _explain(self, reason: DropReason, data: bytes, module: str | None) -> str:
-        """A human detail for a drop log line; only computed when a line is logged."""
-        if reason is DropReason.QUEUE_FULL:
-            return f"module {module!r} has {self.queue_size} packets waiting"
-        if reason is DropReason.SOURCE_NOT_ALLOWED:
-            return f"not in {self._core.allow!r}"
-        try:
-            reader = PacketReader.parse(data, wire=self.wire)
-        except DecodeError as exc:
-            return str(exc)
-        return f"module {reader.module!r} command {reader.command}"
-
-    async def _work(self, lane: _Lane, after: Sequence[_Lane] = ()) -> None:
-        """One worker: take the lane's packets in order and await their handlers.
-
-        It starts once the lanes in ``after`` (an unregistered module's old
-        queue) have drained.
-        """
-        for prior in after:
-            await prior.join()
-        items = lane.items
-        counters = self._counters
-        drops = counters.drops
-        loop = asyncio.get_running_loop()
-        streak = 0
-        while True:
-            if not items:
-                if lane.retired:
-                    self._retire_worker(lane)
-                    return
-                streak = 0
-                waiter = loop.create_future()
-                lane.waiters.append(waiter)
-                await waiter
-                continue
-            reader, source = items.popleft()
-            direct = lane.direct
-            try:
-                if direct is not None:
-                    await direct(reader, source)
-                    counters.handled += 1
-                else:
-                    await self._deliver(lane.route, reader, source)
-            except DecodeError as exc:
-                drops[DropReason.UNDECODABLE] += 1
-                self._log_failure("undecodable", reader, source, exc)
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    drops[DropReason.SHUTDOWN] += 1
-                    raise
-                counters.handler_errors += 1
-                self._log_failure("handler_error", reader, source, exc)
-            except Exception as exc:
-                counters.handler_errors += 1
-                self._log_failure("handler_error", reader, source, exc)
-            finally:
-                lane.pending -= 1
-                if lane.joiners and not lane.pending:
-                    lane.settle(0)
-            streak += 1
-            if streak >= _YIELD_EVERY:
-                streak = 0
-                await asyncio.sleep(0)
-
-    async def _deliver(self, route: Route, reader: PacketReader, source: Address) -> None:
-        """Route by command, decode a typed message, apply the timeout; count the outcome.
-
-        Exceptions from the handler (or a DecodeError from decoding) propagate
-        to the worker, which counts them.
-        """
-        counters = self._counters
-        found = route.target(reader)
-        if type(found) is not Target:
-            counters.drops[cast(DropReason, found)] += 1
-            return
-        target = found
-        argument: Any = reader if target.decode is None else target.decode(reader)
-        if target.timeout is None:
-            await target.handler(argument, source)
-        else:
-            deadline = asyncio.timeout(target.timeout)
-            try:
-                async with deadline:
-                    await target.handler(argument, source)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                counters.handler_timeouts += 1
-                self._log_failure("handler_timeout", reader, source, None)
-                return
-        counters.handled += 1
-
-    def _retire_worker(self, lane: _Lane) -> None:
-        task = asyncio.current_task()
-        if task in lane.workers:
-            lane.workers.remove(task)
-        if not lane.workers:
-            self._retiring.discard(lane)
-
-    def _log_failure(
-        self, kind: str, reader: PacketReader, source: Address, exc: BaseException | None
-    ) -> None:
-        now = time.monotonic()
-        key = (kind, reader.module)
-        if not self._limiter.ready(key, now):
-            return
-        if kind == "handler_timeout":
-            self._limiter.emit(
-                key,
-                now,
-                logging.WARNING,
-                "handler for module %r command %d from %s timed out",
-                reader.module,
-                reader.command,
-                _format_address(source),
-            )
-        elif kind == "undecodable":
-            self._limiter.emit(
-                key,
-                now,
-                logging.WARNING,
-                "dropped packet for module %r command %d from %s: undecodable (%s)",
-                reader.module,
-                reader.command,
-                _format_address(source),
-                exc,
-            )
-        else:
-            self._limiter.emit(
-                key,
-                now,
-                logging.ERROR,
-                "handler for module %r command %d from %s raised %r",
-                reader.module,
-                reader.command,
-                _format_address(source),
-                exc,
-                exc_info=exc,
-            )
 
     # --- sending -------------------------------------------------------------------------
 
@@ -723,7 +298,7 @@ class Endpoint(asyncio.DatagramProtocol):
         if len(data) > limit:
             family = "IPv6" if limit == MAX_DATAGRAM_IPV6 else "IPv4"
             raise DatagramTooLarge(
-                f"{len(data)}-byte datagram to {_format_address(addr)} is over the"
+                f"{len(data)}-byte datagram to {format_address(addr)} is over the"
                 f" {limit}-byte {family} UDP payload limit"
             )
 
@@ -765,28 +340,16 @@ class Endpoint(asyncio.DatagramProtocol):
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters, queue depths and socket figures, taken now."""
-        lanes: Sequence[_Lane] = [*self._lanes.values(), *self._retiring]
+        pending, queue_depths = self._gauges()
         return Stats.capture(
             self._counters,
-            pending=sum(lane.pending for lane in lanes),
-            queue_depths={module: len(lane.items) for module, lane in self._lanes.items()},
+            pending=pending,
+            queue_depths=queue_depths,
             recv_buffer=self._recv_buffer,
             send_buffer=self._send_buffer,
             kernel_drops=self._kernel_drops(),
         )
 
-    @property
-    def routes(self) -> dict[str, Route]:
-        """The registered modules and their routes."""
-        return dict(self._core.routes)
-
     def __repr__(self) -> str:
-        where = _format_address(self._sockname) if self._sockname else "unbound"
+        where = format_address(self._sockname) if self._sockname else "unbound"
         return f"Endpoint({where}, {self._state}, modules={sorted(self._lanes)})"
-
-
-def _format_address(addr: Address | None) -> str:
-    if not addr:
-        return "?"
-    host = str(addr[0])
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"

@@ -1,0 +1,574 @@
+"""The transport-free part of an endpoint: per-module lanes, workers, order and accounting.
+
+:class:`Runtime` holds what the UDP :class:`~binif.endpoint.Endpoint` and the
+TCP :class:`~binif.stream.StreamEndpoint` share: the handler registry (through
+the sans-I/O :class:`~binif.dispatch.Dispatcher`), one :class:`Lane` per
+module (a bounded queue and a fixed set of worker tasks that await the
+handlers in arrival order), the counters, the rate-limited drop and failure
+logs, and the start/close life cycle. A transport shell subclasses it: it
+opens and closes its sockets (:meth:`Runtime._open`, :meth:`Runtime._shut`),
+classifies what it reads, and hands each packet to :meth:`Runtime._admit` or
+counts a drop with :meth:`Runtime._drop`. No task is created per packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Final, Literal, Self, TypeVar, cast
+
+from .dispatch import (
+    ANY_MODULE,
+    Address,
+    Dispatcher,
+    DropReason,
+    Handler,
+    LogLimiter,
+    MessageType,
+    Route,
+    Target,
+)
+from .errors import DecodeError, EndpointNotRunning
+from .reader import PacketReader
+from .stats import Counters
+from .wire import WireFormat
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "Lane", "Runtime", "format_address"]
+
+logger = logging.getLogger("binif")
+
+DEFAULT_QUEUE_SIZE: Final = 4096
+"""Packets each module may have waiting (UDP drops past it as ``queue_full``; TCP pauses)."""
+
+_YIELD_EVERY: Final = 64
+"""A worker yields to the loop after this many packets handled without waiting."""
+
+H = TypeVar("H", bound=Handler)
+M = TypeVar("M", bound=MessageType)
+State = Literal["new", "starting", "running", "closing", "closed"]
+
+
+class Lane:
+    """One module's bounded queue, its workers and how many packets it still owes.
+
+    ``blocked`` holds callbacks of sources paused because the queue was full
+    (TCP connections): the workers call them once the queue is down to
+    ``resume_at``.
+    """
+
+    __slots__ = (
+        "_route",
+        "direct",
+        "items",
+        "limit",
+        "resume_at",
+        "blocked",
+        "waiters",
+        "workers",
+        "pending",
+        "joiners",
+        "retired",
+    )
+
+    def __init__(self, route: Route, limit: int) -> None:
+        self.route = route
+        self.items: deque[tuple[PacketReader, Address]] = deque()
+        self.limit = limit
+        self.resume_at = limit // 2
+        self.blocked: list[Callable[[], None]] = []
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.workers: list[asyncio.Task[None]] = []
+        self.pending = 0
+        """Packets queued or being handled."""
+        self.joiners: list[asyncio.Future[None]] = []
+        self.retired = False
+
+    @property
+    def route(self) -> Route:
+        return self._route
+
+    @route.setter
+    def route(self, route: Route) -> None:
+        self._route = route
+        raw = route.raw
+        # The common case (one raw handler, no typed ones, no timeout) is awaited
+        # directly by the worker, without routing by command.
+        self.direct: Handler | None = (
+            raw.handler if raw is not None and not route.messages and raw.timeout is None else None
+        )
+
+    def wake_one(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        while self.waiters:
+            self.wake_one()
+
+    def release(self) -> None:
+        """Resume every source paused on this lane."""
+        blocked, self.blocked = self.blocked, []
+        for resume in blocked:
+            resume()
+
+    def settle(self, count: int = 1) -> None:
+        self.pending -= count
+        if self.pending == 0 and self.joiners:
+            for joiner in self.joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+            self.joiners.clear()
+
+    async def join(self) -> None:
+        if self.pending:
+            joiner = asyncio.get_running_loop().create_future()
+            self.joiners.append(joiner)
+            await joiner
+
+
+class Runtime:
+    """Handlers, lanes, workers and counters of one endpoint, whatever its transport.
+
+    ``register(module, handler)`` (or ``@ep.handler(module)``) routes a
+    module's packets to ``async def handler(packet, source)``. Packets of one
+    module are handled one at a time in arrival order unless the handler opts
+    into ``concurrency``; each module has a queue of ``queue_size`` packets.
+    ``drain_timeout`` bounds how long :meth:`close` lets queued packets finish.
+    """
+
+    _unit: ClassVar[str] = "packet"
+    """What the drop log calls one unit read from the transport."""
+
+    def __init__(
+        self,
+        *,
+        wire: WireFormat,
+        allow: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] | None,
+        queue_size: int,
+        drain_timeout: float,
+        log_interval: float,
+        counters: Counters,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, not {queue_size}")
+        self.queue_size = queue_size
+        self.wire = wire
+        self.drain_timeout = drain_timeout
+        self._core = Dispatcher(wire=wire, allow=allow)
+        self._counters = counters
+        self._limiter = LogLimiter(logger, log_interval)
+        self._lanes: dict[str, Lane] = {}
+        self._retiring: set[Lane] = set()
+        self._state: State = "new"
+
+    # --- the transport's part ----------------------------------------------------------
+
+    async def _open(self) -> None:
+        """Open the transport (bind, listen). Called by :meth:`start`."""
+        raise NotImplementedError
+
+    async def _shut(self) -> None:
+        """Stop reading and close the transport. Called by :meth:`close`, before draining."""
+        raise NotImplementedError
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        """Open the transport and start the workers of every registered module."""
+        if self._state != "new":
+            raise EndpointNotRunning(f"start() on an endpoint that is {self._state}")
+        self._state = "starting"
+        try:
+            await self._open()
+        except BaseException:
+            self._state = "new"
+            raise
+        if self._state != "starting":  # close() was called while opening
+            await self._shut()
+            raise EndpointNotRunning("the endpoint was closed while it started")
+        self._state = "running"
+        for lane in self._lanes.values():
+            self._start_workers(lane)
+        return self
+
+    async def close(self) -> None:
+        """Stop receiving, let queued packets finish (up to ``drain_timeout``), stop workers.
+
+        Packets still queued or in a handler when the timeout passes are
+        cancelled and counted as ``shutdown`` drops. Idempotent.
+        """
+        if self._state in ("closing", "closed"):
+            while self._state != "closed":
+                await asyncio.sleep(0.01)
+            return
+        if self._state in ("new", "starting"):
+            self._state = "closed"
+            return
+        self._state = "closing"
+        await self._shut()
+        lanes = [*self._lanes.values(), *self._retiring]
+        for lane in lanes:
+            lane.release()
+        try:
+            async with asyncio.timeout(self.drain_timeout):
+                for lane in lanes:
+                    await lane.join()
+        except TimeoutError:
+            left = sum(lane.pending for lane in lanes)
+            logger.warning("close: %d packets not handled within %.1fs", left, self.drain_timeout)
+        workers = [worker for lane in lanes for worker in lane.workers]
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for lane in lanes:
+            left = len(lane.items)
+            if left:
+                lane.items.clear()
+                self._counters.drops[DropReason.SHUTDOWN] += left
+                lane.settle(left)
+            lane.workers.clear()
+        self._retiring.clear()
+        self._state = "closed"
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def join(self) -> None:
+        """Wait until every packet queued so far has been handled or dropped."""
+        for lane in [*self._lanes.values(), *self._retiring]:
+            await lane.join()
+
+    @property
+    def running(self) -> bool:
+        """True between a successful start() and close()."""
+        return self._state == "running"
+
+    # --- registry ----------------------------------------------------------------------
+
+    def register(
+        self,
+        module: str,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        timeout: float | None = None,
+    ) -> None:
+        """Route every packet of ``module`` to ``async def handler(packet, source)``.
+
+        ``concurrency`` > 1 lets that many packets of the module be handled at
+        once (their order is then not kept); ``timeout`` cancels a call that
+        runs longer, counted in ``handler_timeouts``. ``module="*"``
+        (``binif.ANY_MODULE``) takes every module that has no handler of its own.
+        """
+        self._check_open()
+        self._install(
+            self._core.register(module, handler, concurrency=concurrency, timeout=timeout)
+        )
+
+    def handler(
+        self, module: str, *, concurrency: int = 1, timeout: float | None = None
+    ) -> Callable[[H], H]:
+        """Decorator form of :meth:`register`: ``@ep.handler("dialog")``."""
+
+        def decorate(function: H) -> H:
+            self.register(module, function, concurrency=concurrency, timeout=timeout)
+            return function
+
+        return decorate
+
+    def register_message(
+        self,
+        message: type[M],
+        handler: Callable[[M, Address], Awaitable[None]],
+        *,
+        concurrency: int = 1,
+        timeout: float | None = None,
+    ) -> None:
+        """Route packets of ``message.MODULE``/``message.COMMAND``, decoded, to ``handler``.
+
+        ``message.from_packet(reader)`` runs in the module's worker, in order; a
+        DecodeError from it is an ``undecodable`` drop. Commands of a module
+        that has only typed handlers and none for that command are dropped as
+        ``unknown_command``.
+        """
+        self._check_open()
+        self._install(
+            self._core.register_message(message, handler, concurrency=concurrency, timeout=timeout)
+        )
+
+    def on(
+        self, message: type[M], *, concurrency: int = 1, timeout: float | None = None
+    ) -> Callable[
+        [Callable[[M, Address], Awaitable[None]]], Callable[[M, Address], Awaitable[None]]
+    ]:
+        """Decorator form of :meth:`register_message`: ``@ep.on(DialogCreated)``."""
+
+        def decorate(
+            function: Callable[[M, Address], Awaitable[None]],
+        ) -> Callable[[M, Address], Awaitable[None]]:
+            self.register_message(message, function, concurrency=concurrency, timeout=timeout)
+            return function
+
+        return decorate
+
+    def unregister(self, module: str) -> None:
+        """Remove the handlers of ``module``. Packets already queued are still handled."""
+        self._core.unregister(module)
+        lane = self._lanes.pop(module)
+        lane.retired = True
+        lane.release()
+        if lane.workers:
+            self._retiring.add(lane)
+            lane.wake_all()
+        elif lane.items:  # fed before start: no worker will ever take them
+            self._counters.drops[DropReason.SHUTDOWN] += len(lane.items)
+            lane.settle(len(lane.items))
+            lane.items.clear()
+
+    @property
+    def routes(self) -> dict[str, Route]:
+        """The registered modules and their routes."""
+        return dict(self._core.routes)
+
+    def _check_open(self) -> None:
+        if self._state in ("closing", "closed"):
+            raise EndpointNotRunning(f"the endpoint is {self._state}")
+
+    def _install(self, route: Route) -> None:
+        lane = self._lanes.get(route.module)
+        if lane is None:
+            lane = self._lanes[route.module] = Lane(route, self.queue_size)
+            if self._state == "running":
+                # A module registered again while its old queue drains: the new
+                # packets wait for the old ones, so the module's order holds.
+                prior = [old for old in self._retiring if old.route.module == route.module]
+                self._start_workers(lane, after=prior)
+        else:
+            lane.route = route
+
+    def _start_workers(self, lane: Lane, after: Sequence[Lane] = ()) -> None:
+        for number in range(lane.route.concurrency):
+            worker = asyncio.get_running_loop().create_task(
+                self._work(lane, after), name=f"binif-{lane.route.module}-{number}"
+            )
+            worker.add_done_callback(self._worker_done)
+            lane.workers.append(worker)
+
+    def _worker_done(self, worker: asyncio.Task[None]) -> None:
+        if not worker.cancelled() and worker.exception() is not None:
+            logger.error("worker %s died", worker.get_name(), exc_info=worker.exception())
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def _lane(self, module: str) -> Lane:
+        """The lane of a packet the dispatcher accepted: its module's, or the catch-all's."""
+        lane = self._lanes.get(module)
+        return self._lanes[ANY_MODULE] if lane is None else lane
+
+    def _admit(self, lane: Lane, reader: PacketReader, source: Address) -> None:
+        """Queue ``reader`` on ``lane`` and wake a worker (the caller checked the limit)."""
+        lane.items.append((reader, source))
+        lane.pending += 1
+        self._counters.dispatched += 1
+        waiters = lane.waiters
+        if waiters:
+            waiter = waiters.popleft()
+            if waiter.done():  # its worker was cancelled: find another
+                lane.wake_one()
+            else:
+                waiter.set_result(None)
+
+    def _drop(self, reason: DropReason, source: Address, data: bytes, module: str | None) -> None:
+        """Count a drop of the packet ``data`` from ``source`` and log it, rate-limited."""
+        self._counters.drops[reason] += 1
+        now = time.monotonic()
+        limiter = self._limiter
+        if limiter.ready(reason, now):
+            limiter.emit(
+                reason,
+                now,
+                logging.INFO if reason is DropReason.UNKNOWN_MODULE else logging.WARNING,
+                "dropped %d-byte %s from %s: %s (%s)",
+                len(data),
+                self._unit,
+                format_address(source),
+                reason.value,
+                self._explain(reason, data, module),
+            )
+
+    def _explain(self, reason: DropReason, data: bytes, module: str | None) -> str:
+        """A human detail for a drop log line; only computed when a line is logged."""
+        if reason is DropReason.QUEUE_FULL:
+            return f"module {module!r} has {self.queue_size} packets waiting"
+        if reason is DropReason.SOURCE_NOT_ALLOWED:
+            return f"not in {self._core.allow!r}"
+        try:
+            reader = PacketReader.parse(data, wire=self.wire)
+        except DecodeError as exc:
+            return str(exc)
+        return f"module {reader.module!r} command {reader.command}"
+
+    async def _work(self, lane: Lane, after: Sequence[Lane] = ()) -> None:
+        """One worker: take the lane's packets in order and await their handlers.
+
+        It starts once the lanes in ``after`` (an unregistered module's old
+        queue) have drained.
+        """
+        for prior in after:
+            await prior.join()
+        items = lane.items
+        counters = self._counters
+        drops = counters.drops
+        loop = asyncio.get_running_loop()
+        streak = 0
+        while True:
+            if not items:
+                if lane.retired:
+                    self._retire_worker(lane)
+                    return
+                streak = 0
+                waiter = loop.create_future()
+                lane.waiters.append(waiter)
+                await waiter
+                continue
+            reader, source = items.popleft()
+            if lane.blocked and len(items) <= lane.resume_at:
+                lane.release()
+            direct = lane.direct
+            try:
+                if direct is not None:
+                    await direct(reader, source)
+                    counters.handled += 1
+                else:
+                    await self._deliver(lane.route, reader, source)
+            except DecodeError as exc:
+                drops[DropReason.UNDECODABLE] += 1
+                self._log_failure("undecodable", reader, source, exc)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    drops[DropReason.SHUTDOWN] += 1
+                    raise
+                counters.handler_errors += 1
+                self._log_failure("handler_error", reader, source, exc)
+            except Exception as exc:
+                counters.handler_errors += 1
+                self._log_failure("handler_error", reader, source, exc)
+            finally:
+                lane.pending -= 1
+                if lane.joiners and not lane.pending:
+                    lane.settle(0)
+            streak += 1
+            if streak >= _YIELD_EVERY:
+                streak = 0
+                await asyncio.sleep(0)
+
+    async def _deliver(self, route: Route, reader: PacketReader, source: Address) -> None:
+        """Route by command, decode a typed message, apply the timeout; count the outcome.
+
+        Exceptions from the handler (or a DecodeError from decoding) propagate
+        to the worker, which counts them.
+        """
+        counters = self._counters
+        found = route.target(reader)
+        if type(found) is not Target:
+            counters.drops[cast(DropReason, found)] += 1
+            return
+        target = found
+        argument: Any = reader if target.decode is None else target.decode(reader)
+        if target.timeout is None:
+            await target.handler(argument, source)
+        else:
+            deadline = asyncio.timeout(target.timeout)
+            try:
+                async with deadline:
+                    await target.handler(argument, source)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                counters.handler_timeouts += 1
+                self._log_failure("handler_timeout", reader, source, None)
+                return
+        counters.handled += 1
+
+    def _retire_worker(self, lane: Lane) -> None:
+        task = asyncio.current_task()
+        if task in lane.workers:
+            lane.workers.remove(task)
+        if not lane.workers:
+            self._retiring.discard(lane)
+
+    def _log_failure(
+        self, kind: str, reader: PacketReader, source: Address, exc: BaseException | None
+    ) -> None:
+        now = time.monotonic()
+        key = (kind, reader.module)
+        if not self._limiter.ready(key, now):
+            return
+        if kind == "handler_timeout":
+            self._limiter.emit(
+                key,
+                now,
+                logging.WARNING,
+                "handler for module %r command %d from %s timed out",
+                reader.module,
+                reader.command,
+                format_address(source),
+            )
+        elif kind == "undecodable":
+            self._limiter.emit(
+                key,
+                now,
+                logging.WARNING,
+                "dropped packet for module %r command %d from %s: undecodable (%s)",
+                reader.module,
+                reader.command,
+                format_address(source),
+                exc,
+            )
+        else:
+            self._limiter.emit(
+                key,
+                now,
+                logging.ERROR,
+                "handler for module %r command %d from %s raised %r",
+                reader.module,
+                reader.command,
+                format_address(source),
+                exc,
+                exc_info=exc,
+            )
+
+    # --- stats -------------------------------------------------------------------------
+
+    def _gauges(self) -> tuple[int, dict[str, int]]:
+        """Packets pending in every lane, and each module's queue depth, now."""
+        lanes: Sequence[Lane] = [*self._lanes.values(), *self._retiring]
+        return sum(lane.pending for lane in lanes), {
+            module: len(lane.items) for module, lane in self._lanes.items()
+        }
+
+
+def format_address(addr: Address | None) -> str:
+    """``host:port``, or ``[host]:port`` for IPv6; ``?`` when unknown."""
+    if not addr:
+        return "?"
+    host = str(addr[0])
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
