@@ -8,10 +8,13 @@ program on uvloop when it is available.
 
 from __future__ import annotations
 
+from .address import format_address, resolve_address
 from .crc import opensips_crc32
 from .dispatch import ANY_MODULE, Address, DropReason, MessageType
 from .endpoint import Endpoint
 from .errors import (
+    AddressError,
+    AddressTypeError,
     AlreadyRegistered,
     BadChecksum,
     BadFieldLength,
@@ -29,6 +32,7 @@ from .errors import (
     FieldError,
     FieldTypeError,
     IntOutOfRange,
+    InvalidAddress,
     InvalidModuleName,
     LayoutError,
     MessageMismatch,
@@ -55,6 +59,8 @@ __all__ = [
     "DATAGRAM",
     "DATAGRAM_BIG_ENDIAN",
     "Address",
+    "AddressError",
+    "AddressTypeError",
     "AlreadyRegistered",
     "BadChecksum",
     "BadFieldLength",
@@ -75,6 +81,7 @@ __all__ = [
     "FieldError",
     "FieldTypeError",
     "IntOutOfRange",
+    "InvalidAddress",
     "InvalidModuleName",
     "LayoutError",
     "Message",
@@ -95,6 +102,8 @@ __all__ = [
     "TruncatedField",
     "UnencodableText",
     "WireFormat",
+    "format_address",
     "opensips_crc32",
+    "resolve_address",
     "run",
 ]

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .address import format_address, parse_host_port
 from .dispatch import ANY_MODULE, Address, DropReason
 from .endpoint import Endpoint
-from .errors import BinError, DecodeError
+from .errors import BinError, DecodeError, InvalidAddress
 from .layout import INT, STR
 from .messages import Message, MessageRegistry
 from .opensips21 import OPENSIPS21
@@ -249,17 +250,10 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
 
 def parse_address(text: str, *, what: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[IPV6]:PORT`` to ``(host, port)``, or a :class:`CliError`."""
-    host, sep, port = text.rpartition(":")
-    usage = f"bad {what} address {text!r}: expected HOST:PORT, or [IPV6]:PORT"
-    if not sep or not host:
-        raise CliError(usage)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise CliError(usage)
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise CliError(usage)
-    return host, int(port)
+    try:
+        return parse_host_port(text, what=what)
+    except InvalidAddress as exc:
+        raise CliError(str(exc)) from None
 
 
 def resolve(host: str, port: int) -> Address:
@@ -269,12 +263,6 @@ def resolve(host: str, port: int) -> Address:
     except (socket.gaierror, UnicodeError) as exc:
         raise CliError(f"cannot resolve {host!r}: {getattr(exc, 'strerror', exc)}") from None
     return tuple(infos[0][4])
-
-
-def format_address(addr: Address) -> str:
-    """``host:port``, with an IPv6 host in brackets."""
-    host = str(addr[0])
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
 # --- decode ---------------------------------------------------------------------------

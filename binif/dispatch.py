@@ -18,7 +18,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from .address import Address, IPNetwork, check_network
 from .errors import (
+    AddressTypeError,
     AlreadyRegistered,
     BadChecksum,
     BadMarker,
@@ -43,9 +45,6 @@ __all__ = [
     "Route",
     "Target",
 ]
-
-Address = tuple[Any, ...]
-"""A socket address: ``(host, port)`` for IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6."""
 
 ANY_MODULE = "*"
 """Register a handler under this name to take the packets of every module that has none."""
@@ -155,11 +154,14 @@ class AllowList:
 
     _CACHE_LIMIT = 4096
 
-    def __init__(self, networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network]):
-        self.networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
-            ipaddress.ip_network(net, strict=False) if isinstance(net, str) else net
-            for net in networks
-        )
+    def __init__(self, networks: Iterable[str | IPNetwork]):
+        if isinstance(networks, str | bytes):  # one network, not an iterable of its characters
+            raise AddressTypeError(
+                f"allow= must be a list of networks, not {type(networks).__name__} {networks!r}"
+                f" (write [{networks!r}])",
+                address=networks,
+            )
+        self.networks: tuple[IPNetwork, ...] = tuple(check_network(net) for net in networks)
         self._cache: dict[str, bool] = {}
 
     def allows(self, host: str) -> bool:
@@ -197,7 +199,7 @@ class Dispatcher:
         self,
         *,
         wire: WireFormat = DATAGRAM,
-        allow: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None,
+        allow: Iterable[str | IPNetwork] | None = None,
     ) -> None:
         self.wire = wire
         self.allow = AllowList(allow) if allow is not None else None

@@ -119,6 +119,25 @@ class DatagramTooLarge(EncodeError):
     """A datagram is bigger than one UDP datagram of the address family can carry."""
 
 
+# --- addresses: an address given to binif is not one it can use ---------------
+
+
+class AddressError(BinError):
+    """An address, bind address, peer or allowlist entry cannot be used; ``address`` is it."""
+
+    def __init__(self, message: str, *, address: object) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class InvalidAddress(AddressError, ValueError):
+    """An address has the right type but a wrong value: port 70000, a bad host, a host name."""
+
+
+class AddressTypeError(AddressError, TypeError):
+    """An address is of the wrong type: a str where a (host, port) tuple belongs, a str port."""
+
+
 # --- endpoint: the caller misused the endpoint API ----------------------------
 
 

@@ -19,9 +19,11 @@ from binif import (
     ANY_MODULE,
     DATAGRAM,
     DATAGRAM_BIG_ENDIAN,
+    AddressTypeError,
     AlreadyRegistered,
     DecodeError,
     DropReason,
+    InvalidAddress,
     NotRegistered,
     PacketReader,
     PacketWriter,
@@ -169,9 +171,13 @@ def test_allowlist_hosts(host: str, allowed: bool) -> None:
     assert allow.allows(host) is allowed  # cached answer is the same
 
 
-def test_allowlist_rejects_invalid_network() -> None:
-    with pytest.raises(ValueError):
+def test_allowlist_rejects_invalid_network_naming_it() -> None:
+    with pytest.raises(InvalidAddress, match=r"allow= entry '300\.1\.1\.1/8' is not a network"):
         AllowList(["300.1.1.1/8"])
+    with pytest.raises(AddressTypeError, match=r"not int 10"):
+        AllowList(["10.0.0.0/8", 10])  # type: ignore[list-item]
+    with pytest.raises(AddressTypeError, match=r"allow= must be a list of networks, not str"):
+        AllowList("10.0.0.0/8")
 
 
 # --- registry -----------------------------------------------------------------------
