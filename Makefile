@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo demo-codec bench bench-endpoint clean fuzz soak
+.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-endpoint clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ $(BENCH_INSTALLED): $(INSTALLED)
 
 bench: $(BENCH_INSTALLED)
 	$(BIN)/python benchmarks/bench_codec.py
+
+# Message.from_packet against reader.unpack of the same layout (target 1.2x for dialog CREATED).
+bench-typed: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_typed.py
 
 # In-process receive, loopback loss-free rate and send rate, each against a bare baseline.
 bench-endpoint: $(INSTALLED)

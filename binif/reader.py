@@ -142,6 +142,11 @@ class PacketReader:
         return self._data[self._pos :]
 
     @property
+    def fields_offset(self) -> int:
+        """Byte offset of the first field, where :meth:`rewind` starts."""
+        return self._head.fields_offset
+
+    @property
     def fields(self) -> bytes:
         """All field bytes of the packet, from the first field to the end."""
         return self._data[self._head.fields_offset :]

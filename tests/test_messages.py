@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from binif import (
     DATAGRAM_BIG_ENDIAN,
@@ -20,6 +22,7 @@ from binif import (
 )
 from binif.errors import BadFieldText, MessageMismatch
 from binif.messages import Message, MessageField, MessageRegistry
+from binif.wire import DATAGRAM, WireFormat
 
 
 class Greeting(Message, module="test", command=7):
@@ -92,6 +95,72 @@ def test_round_trip_keeps_text_as_str_and_bytes_raw() -> None:
     assert message.to_writer().field_count == 4
 
 
+def test_decoded_messages_are_the_frozen_class_itself() -> None:
+    made = Greeting("ana", 3, b"\x00", "hi")
+    decoded = Greeting.from_bytes(bytes(made))
+    assert type(decoded) is Greeting
+    assert not hasattr(decoded, "__dict__")
+    assert (decoded, hash(decoded), repr(decoded)) == (made, hash(made), repr(made))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.count = 4  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del decoded.name  # type: ignore[misc]
+    assert decoded.count == 3
+
+
+class Mixed(Message, module="mix", command=1):
+    """Int runs at both ends and between str fields, as OpenSIPS's dialog packets have."""
+
+    first: int
+    second: int
+    text: str
+    raw: bytes
+    third: int
+    fourth: int
+    fifth: int
+    last: str
+
+
+_MIXED_VALUES = st.tuples(
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.text(max_size=5),
+    st.binary(max_size=5),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.text(max_size=5),
+)
+
+
+@pytest.mark.parametrize("wire", [DATAGRAM, DATAGRAM_BIG_ENDIAN], ids=lambda wire: wire.name)
+@given(values=_MIXED_VALUES, cut=st.integers(0, 60), extra=st.binary(max_size=3))
+def test_decoding_agrees_with_unpack_on_any_cut_or_extension(
+    wire: WireFormat,
+    values: tuple[int, int, str, bytes, int, int, int, str],
+    cut: int,
+    extra: bytes,
+) -> None:
+    """The generated decoder and the codec's unpack accept and reject the same packets."""
+    whole = PacketReader.parse(Mixed(*values).to_bytes(wire=wire), wire=wire)
+    head = whole.data[wire.header_size : whole.fields_offset]
+    fields = whole.fields[: max(len(whole.fields) - cut, 0)] + (extra if cut == 0 else b"")
+    reader = PacketReader.parse(wire.frame(head + fields), wire=wire)
+    try:
+        expected = reader.unpack(Mixed.LAYOUT, exact=True)
+    except DecodeError as exc:
+        with pytest.raises(type(exc)) as caught:
+            Mixed.from_packet(reader)
+        assert (caught.value.args, vars(caught.value)) == (exc.args, vars(exc))
+        return
+    decoded = Mixed.from_packet(reader)
+    assert decoded == Mixed(*values)
+    assert decoded.values() == tuple(
+        value.decode() if Mixed.FIELDS[index].type is str else value  # type: ignore[union-attr]
+        for index, value in enumerate(expected)
+    )
+
+
 def test_fieldless_message_round_trips() -> None:
     assert Ping.from_bytes(bytes(Ping())) == Ping()
 
@@ -125,6 +194,10 @@ def test_truncated_packet_is_an_error() -> None:
 
 def test_negative_length_is_an_error() -> None:
     data = PacketWriter("kv", 1).push_int(-3).push_int(1).to_bytes()
+    with pytest.raises(BadFieldLength):
+        Put.from_packet(parse(data))
+    # -4 steps back onto the length itself, which then reads as the int: still refused.
+    data = PacketWriter("kv", 1).push_int(-4).to_bytes()
     with pytest.raises(BadFieldLength):
         Put.from_packet(parse(data))
 

@@ -1,0 +1,97 @@
+"""Typed decoding (``Message.from_packet``) against ``reader.unpack`` of the same layout.
+
+For three real OpenSIPS 2.1 packets (dialog CREATED: 25 fields, 20 of them
+text; usrloc contact insert: 17; dialog DELETED: 3), each round times, back
+to back on the same parsed reader:
+
+- ``unpack``: ``reader.unpack(LAYOUT, exact=True)``, raw bytes and ints (the baseline);
+- ``from_packet``: the typed message, text decoded, frozen instance built;
+- ``unpack + __init__``: what one writes by hand with the public API:
+  unpack, decode each text field, call the dataclass constructor.
+
+Ratios are medians of the per-round ratios to ``unpack``; the garbage
+collector stays enabled, as in a server. Exit status 1 when dialog CREATED's
+``from_packet`` is over the target ratio.
+
+    python benchmarks/bench_typed.py [--rounds 31] [--number 2000] [--target 1.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+from binif import PacketReader
+from binif.messages import Message
+from binif.opensips21 import DialogCreated, DialogDeleted, UsrlocContactInserted
+
+VECTORS = Path(__file__).resolve().parent.parent / "tests/vectors/opensips-2.1"
+CASES: dict[str, tuple[type[Message], str]] = {
+    "dialog CREATED": (DialogCreated, "dialog-created-1.bin"),
+    "usrloc contact insert": (UsrlocContactInserted, "usrloc-contact-insert-1.bin"),
+    "dialog DELETED": (DialogDeleted, "dialog-deleted-1.bin"),
+}
+
+
+def by_hand(cls: type[Message], reader: PacketReader) -> Message:
+    values = reader.unpack(cls.LAYOUT, exact=True)
+    return cls(
+        *(
+            value.decode() if field.type is str else value  # type: ignore[union-attr]
+            for field, value in zip(cls.FIELDS, values, strict=True)
+        )
+    )
+
+
+def contenders(cls: type[Message], reader: PacketReader) -> dict[str, Callable[[], object]]:
+    layout = cls.LAYOUT
+    return {
+        "unpack": lambda: reader.unpack(layout, exact=True),
+        "from_packet": lambda: cls.from_packet(reader),
+        "unpack + __init__": lambda: by_hand(cls, reader),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--number", type=int, default=2000)
+    parser.add_argument("--target", type=float, default=1.2)
+    args = parser.parse_args()
+
+    timed: dict[tuple[str, str], Callable[[], object]] = {}
+    for case, (cls, vector) in CASES.items():
+        reader = PacketReader.parse((VECTORS / vector).read_bytes())
+        # Every contender must give the same message before it is timed.
+        assert cls.from_packet(reader) == by_hand(cls, reader)
+        assert type(cls.from_packet(reader)) is cls
+        for name, fn in contenders(cls, reader).items():
+            timed[case, name] = fn
+
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in timed}
+    for _ in range(args.rounds):
+        for key, fn in timed.items():
+            seconds = timeit.timeit(fn, number=args.number, setup="import gc; gc.enable()")
+            samples[key].append(seconds / args.number * 1e6)
+
+    print(f"{args.rounds} interleaved rounds of {args.number} calls, GC enabled;")
+    print("median us/packet, median of per-round ratios to unpack")
+    print(f"{'packet':22} {'contender':18} {'us/packet':>10} {'vs unpack':>10}")
+    failed = False
+    for (case, name), times in samples.items():
+        base = samples[case, "unpack"]
+        ratio = statistics.median(t / b for t, b in zip(times, base, strict=True))
+        line = f"{case:22} {name:18} {statistics.median(times):10.2f} {ratio:9.2f}x"
+        if (case, name) == ("dialog CREATED", "from_packet"):
+            met = ratio <= args.target
+            failed = not met
+            line += f"  target {args.target:.1f}x: {'met' if met else 'NOT MET'}"
+        print(line)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
