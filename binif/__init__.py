@@ -23,6 +23,7 @@ from .errors import (
     BadModuleName,
     BadNameLength,
     BadRawValue,
+    BadVersion,
     BinError,
     DatagramTooLarge,
     DecodeError,
@@ -34,13 +35,16 @@ from .errors import (
     IntOutOfRange,
     InvalidAddress,
     InvalidModuleName,
+    InvalidVersion,
     LayoutError,
+    LengthMismatch,
     MessageMismatch,
     NotRegistered,
     PacketTooLarge,
     PacketTooLong,
     PacketTooShort,
     PacketTooSmall,
+    StrTooLong,
     TrailingBytes,
     TruncatedField,
     UnencodableText,
@@ -49,7 +53,7 @@ from .messages import Message, MessageField, MessageRegistry
 from .reader import Field, PacketReader
 from .runner import run
 from .stats import Stats
-from .wire import DATAGRAM, DATAGRAM_BIG_ENDIAN, WireFormat
+from .wire import DATAGRAM, DATAGRAM_BIG_ENDIAN, STREAM, STREAM_BIG_ENDIAN, WireFormat
 from .writer import PacketWriter, StrValue
 
 __version__ = "0.1.0"
@@ -58,6 +62,8 @@ __all__ = [
     "ANY_MODULE",
     "DATAGRAM",
     "DATAGRAM_BIG_ENDIAN",
+    "STREAM",
+    "STREAM_BIG_ENDIAN",
     "Address",
     "AddressError",
     "AddressTypeError",
@@ -69,6 +75,7 @@ __all__ = [
     "BadModuleName",
     "BadNameLength",
     "BadRawValue",
+    "BadVersion",
     "BinError",
     "DatagramTooLarge",
     "DecodeError",
@@ -83,7 +90,9 @@ __all__ = [
     "IntOutOfRange",
     "InvalidAddress",
     "InvalidModuleName",
+    "InvalidVersion",
     "LayoutError",
+    "LengthMismatch",
     "Message",
     "MessageField",
     "MessageMismatch",
@@ -97,6 +106,7 @@ __all__ = [
     "PacketTooSmall",
     "PacketWriter",
     "Stats",
+    "StrTooLong",
     "StrValue",
     "TrailingBytes",
     "TruncatedField",

@@ -20,11 +20,11 @@ class DecodeError(BinError, ValueError):
 
 
 class PacketTooShort(DecodeError):
-    """The datagram is shorter than the smallest valid packet."""
+    """The packet (a datagram, or the length a stream header declares) is below the minimum."""
 
 
 class PacketTooLong(DecodeError):
-    """The datagram is longer than the largest packet OpenSIPS can hold."""
+    """The packet (a datagram, or the length a stream header declares) is above the maximum."""
 
 
 class BadMarker(DecodeError):
@@ -33,6 +33,14 @@ class BadMarker(DecodeError):
 
 class BadChecksum(DecodeError):
     """The CRC in the header does not match the body."""
+
+
+class LengthMismatch(DecodeError):
+    """The total length in a stream packet's header is not the size of the packet given."""
+
+
+class BadVersion(DecodeError):
+    """The packet's layout version is not the one the message class (or handler) reads."""
 
 
 class BadNameLength(DecodeError):
@@ -89,6 +97,14 @@ class PacketTooLarge(EncodeError):
 
 class PacketTooSmall(EncodeError):
     """The packet would be shorter than the smallest one a receiver accepts."""
+
+
+class StrTooLong(EncodeError):
+    """A str field is longer than the wire format's length prefix can state."""
+
+
+class InvalidVersion(EncodeError):
+    """A version missing where the wire format has one, given where it has none, or not int16."""
 
 
 class IntOutOfRange(EncodeError):

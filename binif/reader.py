@@ -40,12 +40,16 @@ class _Head:
         "module",
         "unpack_int",
         "unpack_length",
+        "version",
         "wire",
     )
 
-    def __init__(self, module: str, command: int, wire: WireFormat, fields_offset: int) -> None:
+    def __init__(
+        self, module: str, command: int, version: int | None, wire: WireFormat, fields_offset: int
+    ) -> None:
         self.module = module
         self.command = command
+        self.version = version
         self.wire = wire
         self.fields_offset = fields_offset
         self.unpack_length = wire.length.unpack_from
@@ -74,8 +78,9 @@ class PacketReader:
         """Validate ``data`` as one packet and return a reader at its first field.
 
         Raises a :class:`~binif.errors.DecodeError` subclass naming the first
-        check that failed, in OpenSIPS's order: size, marker, checksum, module
-        name length, module name, command.
+        check that failed, in OpenSIPS's order: size, marker, checksum (datagram
+        profile) or marker, declared length (stream profile); then module name
+        length, module name, command.
         """
         if type(data) is not bytes:
             data = bytes(data)
@@ -89,9 +94,9 @@ class PacketReader:
                 f"module name length {name_len} at byte offset {start} does not leave"
                 f" room for the name and the command in a {len(data)}-byte packet"
             )
-        # The head (name length, name, command) is a few bytes: its decoded form
-        # is looked up by them rather than decoded again for every packet.
-        key = data[start:command_end]
+        # The head (version if any, name length, name, command) is a few bytes: its
+        # decoded form is looked up by them rather than decoded again for every packet.
+        key = data[wire.version_at : command_end]
         head = _HEADS.get(key)
         if head is None or head.wire is not wire:
             head = _make_head(data, name_at, name_len, wire)
@@ -117,13 +122,18 @@ class PacketReader:
         return self._head.command
 
     @property
+    def version(self) -> int | None:
+        """The packet layout's version (stream profile); None in the datagram profile."""
+        return self._head.version
+
+    @property
     def wire(self) -> WireFormat:
         """The wire format the packet was parsed with."""
         return self._head.wire
 
     @property
     def data(self) -> bytes:
-        """The whole packet as received, header included."""
+        """The packet as received, header included, less any int popped from the back."""
         return self._data
 
     @property
@@ -198,6 +208,25 @@ class PacketReader:
         reader._pos = stop
         reader._index = self._index + 1
         return head.unpack_int(data, pos)[0], reader
+
+    def pop_back_int(self) -> tuple[int, PacketReader]:
+        """Read the packet's last int field: ``(int, reader without it)``.
+
+        OpenSIPS's clusterer appends a trailer to a module's fields and pops it
+        from the back before the module reads them. The int must lie among the
+        fields not yet read; the reader returned keeps this one's position.
+        """
+        data = self._data
+        end = len(data) - 4
+        if end < self._pos:
+            raise TruncatedField(
+                f"no int to pop from the back: {len(data) - self._pos} unread bytes"
+                f" after byte offset {self._pos} in the {len(data)}-byte packet",
+                index=self._index,
+                offset=self._pos,
+            )
+        (value,) = self._head.unpack_int(data, end)
+        return value, _make(self._head, data[:end], self._pos, self._index)
 
     def skip_str(self, n: int = 1) -> PacketReader:
         """The reader after ``n`` str fields."""
@@ -353,4 +382,5 @@ def _make_head(data: bytes, pos: int, name_len: int, wire: WireFormat) -> _Head:
     except UnicodeDecodeError as exc:
         raise BadModuleName(f"module name {name!r} is not UTF-8") from exc
     (command,) = wire.int32.unpack_from(data, pos + name_len)
-    return _Head(module, command, wire, pos + name_len + wire.int32.size)
+    version = None if wire.version is None else wire.version.unpack_from(data, wire.version_at)[0]
+    return _Head(module, command, version, wire, pos + name_len + wire.int32.size)

@@ -15,9 +15,11 @@ from .errors import (
     FieldTypeError,
     IntOutOfRange,
     InvalidModuleName,
+    InvalidVersion,
     LayoutError,
     PacketTooLarge,
     PacketTooSmall,
+    StrTooLong,
     UnencodableText,
 )
 from .layout import compile_layout
@@ -30,6 +32,8 @@ StrValue = bytes | bytearray | memoryview | str | None
 
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
+INT16_MIN: Final = -(2**15)
+INT16_MAX: Final = 2**15 - 1
 
 
 def _str_bytes(value: object, index: int) -> bytes:
@@ -92,12 +96,14 @@ class _Head:
         "pack_int",
         "pack_length",
         "prefixes",
+        "version",
         "wire",
     )
 
-    def __init__(self, module: str, command: int, wire: WireFormat) -> None:
+    def __init__(self, module: str, command: int, version: int | None, wire: WireFormat) -> None:
         self.module = module
         self.command = command
+        self.version = version
         self.wire = wire
         self.max_packet = wire.max_packet
         self.pack_length = wire.length.pack
@@ -111,11 +117,11 @@ _Root = tuple[_Head, bytes, int]
 
 # Building a root validates the name and binds the wire's packers; senders use a
 # handful of (module, command) pairs, so roots are kept (up to a bound).
-_ROOTS: dict[tuple[str, int, WireFormat], _Root] = {}
+_ROOTS: dict[tuple[str, int, int | None, WireFormat], _Root] = {}
 _ROOTS_MAX = 1024
 
 
-def _make_root(module: str, command: int, wire: WireFormat) -> _Root:
+def _make_root(module: str, command: int, version: int | None, wire: WireFormat) -> _Root:
     if not isinstance(module, str):
         raise InvalidModuleName(f"a module name is a str, not {type(module).__name__}")
     name = _utf8(module, _MODULE_NAME)
@@ -128,15 +134,33 @@ def _make_root(module: str, command: int, wire: WireFormat) -> _Root:
         command_bytes = wire.int32.pack(command)
     except struct.error:
         raise _int_error(command, "command") from None
+    _check_version(version, wire)
     chunk = wire.length.pack(len(name)) + name + command_bytes
-    return _Head(module, command, wire), chunk, wire.header_size + len(chunk)
+    return _Head(module, command, version, wire), chunk, wire.header_size + len(chunk)
+
+
+def _check_version(version: object, wire: WireFormat) -> None:
+    if not wire.has_version:
+        if version is not None:
+            raise InvalidVersion(f"the {wire.name} profile carries no version, not {version!r}")
+        return
+    if version is None:
+        raise InvalidVersion(f"the {wire.name} profile carries a version: give version=")
+    if not isinstance(version, int):
+        raise FieldTypeError(f"a version is an int, not {type(version).__name__}")
+    if not INT16_MIN <= version <= INT16_MAX:
+        raise InvalidVersion(
+            f"version {version} is outside the signed 16-bit range [{INT16_MIN}, {INT16_MAX}]"
+        )
 
 
 class PacketWriter:
     """An immutable packet under construction: module name, command, then fields.
 
     ``PacketWriter("dialog", 3).push_str("call-1").push_int(7).to_bytes()``
-    gives a datagram ready to send; the writers in between stay valid.
+    gives a datagram ready to send; the writers in between stay valid. The
+    stream profile carries the layout's version:
+    ``PacketWriter("dialog-dlg-repl", 3, wire=STREAM, version=4)``.
     """
 
     __slots__ = ("_chunk", "_count", "_head", "_prev", "_size")
@@ -147,12 +171,23 @@ class PacketWriter:
     _size: int
     _count: int
 
-    def __init__(self, module: str, command: int, *, wire: WireFormat = DATAGRAM) -> None:
-        key = (module, command, wire)
-        # 1.0 == 1: only a true int may take a cached root made for an int.
-        root = _ROOTS.get(key) if type(command) is int else None
+    def __init__(
+        self,
+        module: str,
+        command: int,
+        *,
+        wire: WireFormat = DATAGRAM,
+        version: int | None = None,
+    ) -> None:
+        key = (module, command, version, wire)
+        # 1.0 == 1: only true ints may take a cached root made for ints.
+        root = (
+            _ROOTS.get(key)
+            if type(command) is int and (version is None or type(version) is int)
+            else None
+        )
         if root is None:
-            root = _make_root(module, command, wire)
+            root = _make_root(module, command, version, wire)
             if len(_ROOTS) < _ROOTS_MAX:
                 _ROOTS[key] = root
         self._head, self._chunk, self._size = root
@@ -185,7 +220,7 @@ class PacketWriter:
             value = _str_bytes(value, self._count)
         head = self._head
         n = len(value)
-        chunk = (head.prefixes[n] if n < _SHORT else head.pack_length(n)) + value
+        chunk = (head.prefixes[n] if n < _SHORT else self._long_prefix(n, self._count)) + value
         size = self._size + len(chunk)
         if size > head.max_packet:
             raise self._too_large(chunk, size)
@@ -223,7 +258,6 @@ class PacketWriter:
             raise LayoutError(
                 f"layout {layout!r} has {len(layout)} fields but {len(values)} values were given"
             )
-        pack_length = head.pack_length
         prefixes = head.prefixes
         parts: list[bytes] = []
         append = parts.append
@@ -234,7 +268,7 @@ class PacketWriter:
                 if type(value) is not bytes:
                     value = _str_bytes(value, self._count + index)
                 n = len(value)
-                append(prefixes[n] if n < _SHORT else pack_length(n))
+                append(prefixes[n] if n < _SHORT else self._long_prefix(n, self._count + index))
                 append(value)
                 index += 1
             else:
@@ -245,6 +279,16 @@ class PacketWriter:
                     raise self._first_bad_int(values, index, stop) from None
                 index = stop
         return self._extend(b"".join(parts), len(values))
+
+    def _long_prefix(self, n: int, index: int) -> bytes:
+        try:
+            return self._head.pack_length(n)
+        except struct.error:
+            wire = self._head.wire
+            raise StrTooLong(
+                f"field {index}: a {n}-byte str is longer than the {wire.max_str} bytes"
+                f" the {wire.name} profile's {wire.length.size}-byte length can state"
+            ) from None
 
     def _first_bad_int(self, values: tuple[object, ...], start: int, stop: int) -> Exception:
         for index in range(start, stop):
@@ -270,6 +314,11 @@ class PacketWriter:
         return self._head.wire
 
     @property
+    def version(self) -> int | None:
+        """The layout version the packet carries (stream profile), or None (datagram)."""
+        return self._head.version
+
+    @property
     def size(self) -> int:
         """Size in bytes of the complete packet, header included."""
         return self._size
@@ -280,7 +329,7 @@ class PacketWriter:
         return self._count
 
     def to_bytes(self) -> bytes:
-        """The complete packet: marker, checksum of the body, body."""
+        """The complete packet: the profile's header, then the body."""
         chunks = []
         node: PacketWriter | None = self
         while node is not None:
@@ -293,7 +342,7 @@ class PacketWriter:
                 f"a {self._size}-byte packet is below the {wire.min_packet}-byte minimum that"
                 " receivers accept: use a longer module name or add a field"
             )
-        return wire.frame(b"".join(chunks))
+        return wire.frame(b"".join(chunks), self._head.version)
 
     __bytes__ = to_bytes
 

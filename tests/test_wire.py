@@ -18,6 +18,7 @@ from binif import (
     WireFormat,
 )
 from binif.crc import opensips_crc32
+from binif.wire import CHECKSUM, MARKER
 
 
 def test_datagram_profile_is_described_by_data() -> None:
@@ -69,17 +70,32 @@ def test_with_byte_order_and_bad_order() -> None:
         DATAGRAM.with_byte_order("middle")  # type: ignore[arg-type]
 
 
-def test_a_format_without_checksum_skips_the_check() -> None:
-    """What a checksum-less profile looks like: the same codec, another format object."""
+def test_a_format_is_its_header_fields() -> None:
+    """A profile with only a marker: the same codec, another format object."""
     plain = WireFormat(
-        name="test-no-crc",
+        name="test-marker-only",
         marker=b"P4CK",
-        header_layout="4sI",
+        header_fields=((MARKER, "4s"),),
         length_code="i",
         checksum=None,
-        min_packet=18,
+        min_packet=14,
         max_packet=65535,
     )
     packet = PacketWriter("dialog", 1, wire=plain).push_int(5).to_bytes()
-    assert packet[4:8] == bytes(4)
+    assert packet == b"P4CK\x06\x00\x00\x00dialog\x01\x00\x00\x00\x05\x00\x00\x00"
     assert PacketReader.parse(packet, wire=plain).unpack("i") == (5,)
+    assert PacketReader.parse(packet, wire=plain).version is None
+
+
+def test_a_header_must_start_with_the_marker_and_match_its_checksum() -> None:
+    with pytest.raises(ValueError, match="starts with the marker"):
+        WireFormat("x", b"P4CK", ((CHECKSUM, "I"), (MARKER, "4s")), "i", opensips_crc32, 18, 99)
+    with pytest.raises(ValueError, match="checksum function"):
+        WireFormat("x", b"P4CK", ((MARKER, "4s"), (CHECKSUM, "I")), "i", None, 18, 99)
+    with pytest.raises(ValueError, match="checksum function"):
+        WireFormat("x", b"P4CK", ((MARKER, "4s"),), "i", opensips_crc32, 18, 99)
+
+
+def test_a_datagram_is_not_delimited_by_a_header() -> None:
+    with pytest.raises(TypeError, match="no total length"):
+        DATAGRAM.packet_length(bytes(DATAGRAM.header_size))

@@ -9,6 +9,7 @@ from typing import Any
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 OPENSIPS_21 = VECTORS / "opensips-2.1"
+OPENSIPS_40 = VECTORS / "opensips-4.0"
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,12 @@ def field_value(field: dict[str, Any]) -> bytes | int:
     return bytes.fromhex(value) if field.get("hex") else str(value).encode()
 
 
-def load(folder: Path = OPENSIPS_21) -> list[Vector]:
-    """Every vector the manifest lists; fails when the folder is missing or empty."""
+def load(folder: Path = OPENSIPS_21, key: str = "files") -> list[Vector]:
+    """Every vector the manifest lists under ``key``; fails when the folder is missing or empty."""
     manifest = json.loads((folder / "manifest.json").read_text())
     vectors = [
         Vector(entry["file"], (folder / entry["file"]).read_bytes(), entry)
-        for entry in manifest["files"]
+        for entry in manifest[key]
     ]
     on_disk = {path.name for path in folder.glob("*.bin")}
     listed = {vector.name for vector in vectors}
