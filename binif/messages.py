@@ -37,7 +37,14 @@ from .reader import PacketReader
 from .wire import DATAGRAM, WireFormat
 from .writer import INT32_MAX, INT32_MIN, PacketWriter
 
-__all__ = ["Message", "MessageField", "MessageRegistry"]
+__all__ = ["LOCAL", "Message", "MessageField", "MessageRegistry"]
+
+LOCAL: Mapping[str, object] = MappingProxyType({"binif": "local"})
+"""``dataclasses.field(metadata=LOCAL)``: a value of the message that is no fixed field.
+
+Such fields (a version, a variable tail of the packet) are left out of ``FIELDS``
+and ``LAYOUT``; the class that declares them reads and writes them itself.
+"""
 
 _CODES: dict[object, tuple[str, type]] = {
     str: (STR, str),
@@ -65,7 +72,7 @@ class MessageField(NamedTuple):
         return cast("str | bytes | int", self.type())
 
 
-@dataclass_transform(frozen_default=True)
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 class _MessageMeta(type):
     """Turns each :class:`Message` subclass into a frozen slotted dataclass with a layout."""
 
@@ -80,6 +87,8 @@ class _MessageMeta(type):
         made = cast(_MessageMeta, dataclasses.dataclass(frozen=True, slots=True)(cls))
         fields = []
         for field in dataclasses.fields(made):  # type: ignore[arg-type]
+            if field.metadata.get("binif") == "local":
+                continue
             try:
                 code, kind = _CODES[field.type]
             except (KeyError, TypeError):
