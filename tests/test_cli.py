@@ -34,7 +34,8 @@ def binif(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0
+    """The single ``binif: ...`` line of a user error, which exits with status 1 exactly."""
+    assert result.returncode == 1, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr

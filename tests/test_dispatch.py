@@ -171,6 +171,22 @@ def test_allowlist_hosts(host: str, allowed: bool) -> None:
     assert allow.allows(host) is allowed  # cached answer is the same
 
 
+def test_allowlist_verdict_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sources are the sender's choice: more distinct ones than the limit do not grow it."""
+    monkeypatch.setattr(AllowList, "_CACHE_LIMIT", 16)
+    dispatcher = dialog_dispatcher(allow=["10.0.0.0/24"])
+    allow = dispatcher.allow
+    assert allow is not None
+    runt = vector("crafted-runt-12.bin")
+    for number in range(1000):
+        host = f"10.0.{number // 250}.{number % 250}"
+        verdict = dispatcher.classify(runt, (host, 1))
+        expected = DropReason.TOO_SHORT if number < 250 else DropReason.SOURCE_NOT_ALLOWED
+        assert verdict is expected, host
+        assert len(allow._cache) <= 16
+    assert allow.allows("10.0.0.7") and not allow.allows("10.0.1.7")
+
+
 def test_allowlist_rejects_invalid_network_naming_it() -> None:
     with pytest.raises(InvalidAddress, match=r"allow= entry '300\.1\.1\.1/8' is not a network"):
         AllowList(["300.1.1.1/8"])

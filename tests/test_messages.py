@@ -192,6 +192,29 @@ def test_truncated_packet_is_an_error() -> None:
     assert caught.value.index == 1
 
 
+class Tail(Message, module="kv", command=3):
+    """An int then a str that runs to the end of the packet."""
+
+    value: int
+    data: bytes
+
+
+def tail_packet(declared: int, left: int) -> bytes:
+    """A kv/3 packet: an int, then a str declaring ``declared`` bytes with ``left`` after it."""
+    return PacketWriter("kv", 3).push_int(9).push_int(declared).to_bytes()[8:] + b"y" * left
+
+
+@pytest.mark.parametrize("left", [0, 1, 5])
+def test_str_length_at_the_boundary(left: int) -> None:
+    """Exactly the bytes left decodes; one more is TruncatedField at that field."""
+    whole = DATAGRAM.frame(tail_packet(left, left))
+    assert Tail.from_packet(parse(whole)) == Tail(9, b"y" * left)
+    cut = DATAGRAM.frame(tail_packet(left + 1, left))
+    with pytest.raises(TruncatedField, match=f"length {left + 1} runs past the end") as caught:
+        Tail.from_packet(parse(cut))
+    assert (caught.value.index, caught.value.offset) == (1, 8 + 4 + 2 + 4 + 4)
+
+
 def test_negative_length_is_an_error() -> None:
     data = PacketWriter("kv", 1).push_int(-3).push_int(1).to_bytes()
     with pytest.raises(BadFieldLength):

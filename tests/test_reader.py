@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import binif.reader as reader_module
 from binif import (
+    DATAGRAM,
+    DATAGRAM_BIG_ENDIAN,
     BadFieldLength,
     BadModuleName,
     BadNameLength,
@@ -117,6 +121,53 @@ def test_str_longer_than_the_packet() -> None:
         reader.unpack("s")
 
 
+def str_packet(declared: int, left: int, *, after_int: bool = False) -> bytes:
+    """A ``ul``/1 packet: (an int, then) a str declaring ``declared`` bytes, ``left`` follow."""
+    body = struct.pack("<i", 2) + b"ul" + struct.pack("<i", 1)
+    if after_int:
+        body += struct.pack("<i", 7)
+    return packet_with_body(body + struct.pack("<i", declared) + b"x" * left)
+
+
+# A str whose length is exactly the bytes left is whole; one byte more runs past the
+# end (the class of bug that crashed OpenSIPS 2.1). Pop, unpack and skip must agree.
+BOUNDARY_LEFT = [0, 1, 5]
+
+
+@pytest.mark.parametrize("left", BOUNDARY_LEFT)
+def test_str_length_equal_to_the_bytes_left_reads_to_the_end(left: int) -> None:
+    reader = PacketReader.parse(str_packet(left, left))
+    value, after = reader.pop_str()
+    assert value == b"x" * left and after.at_end and after.index == 1
+    assert reader.unpack("s", exact=True) == (b"x" * left,)
+    assert reader.skip_str().at_end
+    second = PacketReader.parse(str_packet(left, left, after_int=True))
+    assert second.unpack("is", exact=True) == (7, b"x" * left)
+    assert second.skip_int().pop_str()[0] == b"x" * left
+
+
+@pytest.mark.parametrize("left", BOUNDARY_LEFT)
+@pytest.mark.parametrize("after_int", [False, True])
+def test_str_length_one_past_the_bytes_left_is_truncated(left: int, after_int: bool) -> None:
+    reader = PacketReader.parse(str_packet(left + 1, left, after_int=after_int))
+    index, offset = (1, 22) if after_int else (0, 18)
+    expected = rf"field {index} \(str\) at byte offset {offset}: length {left + 1} runs past"
+    layout = "is" if after_int else "s"
+    str_reader = reader.skip_int() if after_int else reader
+    attempts = {
+        "pop_str": str_reader.pop_str,
+        "skip_str": str_reader.skip_str,
+        "unpack": lambda: reader.unpack(layout),
+        "unpack exact": lambda: reader.unpack(layout, exact=True),
+        "unpack_reader": lambda: reader.unpack_reader(layout),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(TruncatedField, match=expected) as caught:
+            attempt()
+        assert (caught.value.index, caught.value.offset) == (index, offset), name
+        assert f", {left} bytes left" in str(caught.value), name
+
+
 def test_negative_str_length() -> None:
     body = struct.pack("<i", 2) + b"ul" + struct.pack("<i", 1) + struct.pack("<i", -4) + b"abcd"
     reader = PacketReader.parse(packet_with_body(body))
@@ -202,3 +253,82 @@ def test_arbitrary_bodies_with_a_valid_crc_never_escape_bin_error(body: bytes, l
             _, current = current.pop_str() if kind == "s" else current.pop_int()
         except BinError:
             break
+
+
+def str_field(value: bytes) -> bytes:
+    return struct.pack("<i", len(value)) + value
+
+
+# Fields as they are on the wire, some with lengths that lie by a byte or more.
+FIELD_BYTES = st.one_of(
+    st.binary(max_size=12).map(str_field),
+    st.integers(-(2**31), 2**31 - 1).map(lambda n: struct.pack("<i", n)),
+    st.tuples(st.binary(max_size=12), st.integers(-2, 3)).map(
+        lambda pair: struct.pack("<i", len(pair[0]) + pair[1]) + pair[0]
+    ),
+    st.binary(max_size=3),
+)
+
+
+@given(fields=st.lists(FIELD_BYTES, max_size=8), layout=st.text("si", max_size=10))
+def test_unpack_gives_the_values_and_errors_of_popping_field_by_field(
+    fields: list[bytes], layout: str
+) -> None:
+    """The bulk path (unpack) and the one-field path (pop) agree value for value."""
+    reader = PacketReader.parse(
+        packet_with_body(b"\x02\x00\x00\x00ul\x01\x00\x00\x00" + b"".join(fields))
+    )
+    popped: list[bytes | int] = []
+    current = reader
+    pop_error: BinError | None = None
+    for kind in layout:
+        try:
+            value, current = current.pop_str() if kind == "s" else current.pop_int()
+        except BinError as exc:
+            pop_error = exc
+            break
+        popped.append(value)
+    try:
+        values, after = reader.unpack_reader(layout)
+    except BinError as exc:
+        assert pop_error is not None, f"unpack failed where pops succeeded: {exc!r}"
+        assert type(exc) is type(pop_error)
+        return
+    assert pop_error is None, f"unpack succeeded where a pop failed: {pop_error!r}"
+    assert list(values) == popped
+    assert after == current and after.index == len(layout)
+    assert reader.unpack(layout) == values
+
+
+# --- the decoded-head cache -----------------------------------------------------------
+
+
+def test_a_head_seen_with_one_wire_format_is_not_reused_for_another() -> None:
+    """The cache is keyed by the head's raw bytes; the same bytes under another format."""
+    copy = dataclasses.replace(DATAGRAM, name="datagram-copy")
+    body = PacketWriter("dialog", 3).pack("si", "call-1", 5).to_bytes()[8:]
+    for first, second in ((DATAGRAM, copy), (copy, DATAGRAM)):
+        first_reader = PacketReader.parse(first.frame(body), wire=first)
+        second_reader = PacketReader.parse(second.frame(body), wire=second)
+        assert first_reader.wire is first and second_reader.wire is second
+        assert second_reader.unpack("si", exact=True) == (b"call-1", 5)
+
+
+def test_one_packet_read_little_then_big_endian() -> None:
+    """The same message in both byte orders, one after the other: each read its own way."""
+    for wire in (DATAGRAM, DATAGRAM_BIG_ENDIAN, DATAGRAM):
+        packet = PacketWriter("dialog", 258, wire=wire).pack("si", "call-1", 258).to_bytes()
+        reader = PacketReader.parse(packet, wire=wire)
+        assert (reader.module, reader.command, reader.wire) == ("dialog", 258, wire)
+        assert reader.unpack("si", exact=True) == (b"call-1", 258)
+
+
+def test_the_head_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More distinct heads than the limit (random module names) do not grow it further."""
+    monkeypatch.setattr(reader_module, "_HEADS", {})
+    monkeypatch.setattr(reader_module, "_HEADS_MAX", 16)
+    for number in range(100):
+        module = f"m{number}"
+        reader = PacketReader.parse(PacketWriter(module, number).push_int(number).to_bytes())
+        assert (reader.module, reader.command, reader.unpack("i")) == (module, number, (number,))
+    assert len(reader_module._HEADS) == 16

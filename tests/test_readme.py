@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -20,6 +21,14 @@ def test_readme_has_examples() -> None:
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index: int) -> None:
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
+
+
+def test_readme_error_examples_fail_when_no_error_is_raised() -> None:
+    """An example of an error passes silently if the call stops raising: each has a failing else."""
+    for index, block in enumerate(BLOCKS):
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.Try) and node.handlers:
+                assert node.orelse, f"README python block {index}, line {node.lineno}: no else"
 
 
 def test_codec_tour_runs() -> None:
