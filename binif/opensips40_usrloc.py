@@ -83,7 +83,9 @@ class ContactMatch(IntEnum):
     """``cmatch_mode``: how the receiver finds the contact a packet is about."""
 
     NONE = -1
-    """The sender matched it itself (inserts, updates, single deletes)."""
+    """The receiver's own default (usrloc's ``matching_mode``): inserts, updates, single deletes."""
+    CONTACT_ONLY = 0
+    """By contact URI alone."""
     CONTACT_CALLID = 1
     """By contact and Call-ID (sync chunks, ``Contact: *``)."""
     PARAMS = 2
