@@ -10,6 +10,8 @@ a clock: the endpoints (:mod:`binif.endpoint`, over :mod:`binif.runtime`) feed i
 
 from __future__ import annotations
 
+import functools
+import inspect
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -227,6 +229,8 @@ class Dispatcher:
         or a catch-all logger, instead of ``unknown_module`` drops.
         """
         _check_options(concurrency, timeout)
+        _check_module(module)
+        check_handler(handler, "register()", "(packet, source)")
         route = self._routes.get(module)
         if route is not None and route.raw is not None:
             raise AlreadyRegistered(f"a handler is already registered for module {module!r}")
@@ -253,9 +257,8 @@ class Dispatcher:
         and its queue; they must agree on ``concurrency``.
         """
         _check_options(concurrency, timeout)
-        module, command = message.MODULE, message.COMMAND
-        if not isinstance(module, str) or not isinstance(command, int):
-            raise TypeError(f"{message!r} needs a str MODULE and an int COMMAND")
+        module, command = _message_key(message)
+        check_handler(handler, "register_message()", "(message, source)")
         target = Target(handler, timeout, message.from_packet)
         route = self._routes.get(module)
         if route is None:
@@ -304,6 +307,66 @@ class Dispatcher:
 
 
 _parse = PacketReader.parse
+
+
+def _check_module(module: object) -> None:
+    if not isinstance(module, str):
+        raise TypeError(f"module must be a str (a module name, or '*'), not {module!r}")
+
+
+def _message_key(message: object) -> tuple[str, int]:
+    """``(MODULE, COMMAND)`` of a message class, or a TypeError saying what is missing."""
+    module = getattr(message, "MODULE", None)
+    command = getattr(message, "COMMAND", None)
+    if not isinstance(message, type) or not callable(getattr(message, "from_packet", None)):
+        raise TypeError(
+            f"register_message() takes a message class (MODULE, COMMAND and a from_packet"
+            f" classmethod, e.g. a binif.Message subclass), not {message!r}"
+        )
+    if not isinstance(module, str) or not isinstance(command, int) or isinstance(command, bool):
+        raise TypeError(
+            f"{message.__name__} needs a str MODULE and an int COMMAND to be registered,"
+            f" not {module!r} and {command!r} (declare module= and command= on the class)"
+        )
+    return module, command
+
+
+def check_handler(handler: object, where: str, arguments: str) -> None:
+    """Refuse at registration what could never handle a packet, with a TypeError saying why.
+
+    A handler is an ``async def`` function (or an object whose ``__call__`` is
+    one) that can be called with two positional arguments.
+    """
+    if not callable(handler):
+        raise TypeError(
+            f"{where} needs an async def handler{arguments}, not {type(handler).__name__}"
+            f" {handler!r}"
+        )
+    function: Any = handler
+    while isinstance(function, functools.partial):
+        function = function.func
+    call = function if inspect.isroutine(function) else type(function).__call__
+    if not inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"{where} needs an async def handler{arguments}; {_name(handler)} is a plain"
+            " function: declare it with async def"
+        )
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # no signature to read (e.g. a C callable): trust it
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        shown = ", ".join(signature.parameters)
+        raise TypeError(
+            f"{where} needs an async def handler{arguments}; {_name(handler)}({shown})"
+            " cannot be called with those two arguments"
+        ) from None
+
+
+def _name(handler: object) -> str:
+    return getattr(handler, "__qualname__", None) or repr(handler)
 
 
 def _check_options(concurrency: int, timeout: float | None) -> None:

@@ -120,7 +120,7 @@ class UnencodableText(EncodeError):
 
 
 class FieldTypeError(EncodeError, TypeError):
-    """A value of the wrong type was given for a str or int field."""
+    """A value of the wrong type was given for a field, the module name or the command."""
 
 
 class LayoutError(BinError, ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import IntEnum
 from types import MappingProxyType
 
-from .errors import BadRawValue
+from .errors import BadRawValue, FieldTypeError, IntOutOfRange
 from .messages import Message, MessageRegistry
 
 __all__ = [
@@ -120,13 +120,34 @@ class DialogDeleted(Message, module="dialog", command=DialogCommand.DELETED):
 
 
 def c_time(value: int) -> bytes:
-    """``value`` as the 8-byte little-endian ``time_t`` usrloc carries in a str field."""
-    return value.to_bytes(8, "little", signed=True)
+    """``value`` as the 8-byte little-endian ``time_t`` usrloc carries in a str field.
+
+    Raises :class:`~binif.errors.IntOutOfRange` outside the signed 64-bit range
+    and :class:`~binif.errors.FieldTypeError` for a value that is not an int.
+    """
+    return _to_c(value, 8, "c_time")
 
 
 def c_int(value: int) -> bytes:
-    """``value`` as the 4-byte little-endian C ``int`` usrloc carries in a str field."""
-    return value.to_bytes(4, "little", signed=True)
+    """``value`` as the 4-byte little-endian C ``int`` usrloc carries in a str field.
+
+    Raises :class:`~binif.errors.IntOutOfRange` outside the signed 32-bit range
+    and :class:`~binif.errors.FieldTypeError` for a value that is not an int.
+    """
+    return _to_c(value, 4, "c_int")
+
+
+def _to_c(value: int, size: int, name: str) -> bytes:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FieldTypeError(f"{name}() takes an int, not {type(value).__name__} {value!r}")
+    try:
+        return value.to_bytes(size, "little", signed=True)
+    except OverflowError:
+        bits = size * 8
+        raise IntOutOfRange(
+            f"{name}({value}): outside the signed {bits}-bit range"
+            f" [{-(2 ** (bits - 1))}, {2 ** (bits - 1) - 1}]"
+        ) from None
 
 
 def _from_c(raw: bytes, name: str) -> int:

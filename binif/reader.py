@@ -21,7 +21,7 @@ from .errors import (
     TruncatedField,
 )
 from .layout import STR, compile_layout
-from .wire import DATAGRAM, WireFormat
+from .wire import DATAGRAM, WireFormat, not_a_wire_format
 
 __all__ = ["Field", "PacketReader"]
 
@@ -58,6 +58,15 @@ class _Head:
         self.byte_order_prefix = wire.int32.format[0]
 
 
+def _received_bytes(data: object) -> bytes:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(
+        f"PacketReader.parse takes the packet as bytes, bytearray or memoryview,"
+        f" not {type(data).__name__}"
+    )
+
+
 class PacketReader:
     """A received packet and a position among its fields."""
 
@@ -68,8 +77,8 @@ class PacketReader:
     _pos: int
     _index: int
 
-    def __init__(self) -> None:
-        raise TypeError("use PacketReader.parse(data) to read a packet")
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("PacketReader is not built directly: use PacketReader.parse(data)")
 
     @classmethod
     def parse(
@@ -83,8 +92,12 @@ class PacketReader:
         length, module name, command.
         """
         if type(data) is not bytes:
-            data = bytes(data)
-        wire.check_frame(data)
+            data = _received_bytes(data)
+        try:
+            check_frame = wire.check_frame
+        except AttributeError:
+            raise not_a_wire_format(wire) from None
+        check_frame(data)
         start = wire.header_size
         (name_len,) = wire.length.unpack_from(data, start)
         name_at = start + wire.length.size

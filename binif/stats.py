@@ -3,7 +3,9 @@
 :class:`Counters` is the mutable tally the endpoint bumps on its hot path
 (plain attributes, no locking: one event loop owns it). :class:`Stats` is what
 ``Endpoint.stats`` returns: a frozen copy taken at one instant, with the
-accounting invariant as :meth:`Stats.balanced`.
+accounting invariant as :meth:`Stats.balanced`. Its mappings are read-only
+dicts (:class:`FrozenDict`), so ``dataclasses.asdict``, ``copy``, ``pickle``
+and ``json`` take a snapshot as they take any dataclass.
 """
 
 from __future__ import annotations
@@ -11,12 +13,32 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from .dispatch import DropReason
 
-__all__ = ["Counters", "Stats", "udp_kernel_drops"]
+__all__ = ["Counters", "FrozenDict", "Stats", "udp_kernel_drops"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenDict(dict[K, V]):
+    """A dict that refuses changes: the mappings of a :class:`Stats` snapshot."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a stats snapshot is read-only: take a new one with ep.stats")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict[K, V]:
+        return self  # nothing inside can change: keys and values are str and int
 
 
 class Counters:
@@ -111,10 +133,6 @@ class Stats:
         result["queue_depths"] = dict(self.queue_depths)
         return result
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # mappingproxy does not pickle: send plain dicts (e.g. across processes).
-        return (_rebuild, (self.as_dict(),))
-
     @classmethod
     def capture(
         cls,
@@ -133,9 +151,9 @@ class Stats:
             handled=counters.handled,
             handler_errors=counters.handler_errors,
             handler_timeouts=counters.handler_timeouts,
-            drops=MappingProxyType(dict(counters.drops)),
+            drops=FrozenDict(counters.drops),
             pending=pending,
-            queue_depths=MappingProxyType(dict(queue_depths)),
+            queue_depths=FrozenDict(queue_depths),
             packets_sent=counters.packets_sent,
             bytes_sent=counters.bytes_sent,
             send_errors=counters.send_errors,
@@ -144,14 +162,6 @@ class Stats:
             send_buffer=send_buffer,
             kernel_drops=kernel_drops,
         )
-
-
-def _rebuild(values: dict[str, Any]) -> Stats:
-    values["drops"] = MappingProxyType(
-        {DropReason(reason): count for reason, count in values["drops"].items()}
-    )
-    values["queue_depths"] = MappingProxyType(values["queue_depths"])
-    return Stats(**values)
 
 
 def udp_kernel_drops(inode: int, ipv6: bool) -> int | None:

@@ -257,3 +257,11 @@ STREAM = WireFormat(
 
 STREAM_BIG_ENDIAN = STREAM.with_byte_order("big")
 """The stream profile as a big-endian OpenSIPS host would send it."""
+
+
+def not_a_wire_format(wire: object) -> TypeError:
+    """The error for a ``wire=`` argument that is not a :class:`WireFormat`."""
+    return TypeError(
+        f"wire must be a binif.WireFormat (binif.DATAGRAM, binif.STREAM, ...),"
+        f" not {type(wire).__name__} {wire!r}"
+    )

@@ -23,7 +23,7 @@ from .errors import (
     UnencodableText,
 )
 from .layout import compile_layout
-from .wire import DATAGRAM, WireFormat
+from .wire import DATAGRAM, WireFormat, not_a_wire_format
 
 __all__ = ["PacketWriter", "StrValue"]
 
@@ -68,7 +68,7 @@ def _what(index: int) -> str:
 
 
 def _int_error(value: object, what: str) -> Exception:
-    if not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):
         return FieldTypeError(f"{what}: an int field takes an int, not {type(value).__name__}")
     return IntOutOfRange(
         f"{what}: {value} is outside the signed 32-bit range [{INT32_MIN}, {INT32_MAX}]"
@@ -123,7 +123,11 @@ _ROOTS_MAX = 1024
 
 def _make_root(module: str, command: int, version: int | None, wire: WireFormat) -> _Root:
     if not isinstance(module, str):
-        raise InvalidModuleName(f"a module name is a str, not {type(module).__name__}")
+        raise FieldTypeError(f"a module name is a str, not {type(module).__name__} {module!r}")
+    if not isinstance(command, int) or isinstance(command, bool):
+        raise FieldTypeError(f"a command is an int, not {type(command).__name__} {command!r}")
+    if not isinstance(wire, WireFormat):
+        raise not_a_wire_format(wire)
     name = _utf8(module, _MODULE_NAME)
     limit = wire.max_packet - wire.header_size - wire.length.size - wire.int32.size
     if not name or len(name) > limit:
@@ -236,6 +240,8 @@ class PacketWriter:
         """Return a writer with one more signed 32-bit int field."""
         head = self._head
         try:
+            if type(value) is bool:  # struct packs True as 1: refuse it as the wrong type
+                raise struct.error
             chunk = head.pack_int(value)
         except struct.error:
             raise _int_error(value, f"field {self._count}") from None
@@ -273,8 +279,11 @@ class PacketWriter:
                 index += 1
             else:
                 stop = index + (ints.size >> 2)
+                run = values[index:stop]
                 try:
-                    append(ints.pack(*values[index:stop]))
+                    if bool in map(type, run):  # struct packs True as 1: refuse it
+                        raise struct.error
+                    append(ints.pack(*run))
                 except struct.error:
                     raise self._first_bad_int(values, index, stop) from None
                 index = stop
@@ -293,6 +302,8 @@ class PacketWriter:
     def _first_bad_int(self, values: tuple[object, ...], start: int, stop: int) -> Exception:
         for index in range(start, stop):
             try:
+                if type(values[index]) is bool:
+                    raise struct.error
                 self._head.pack_int(values[index])
             except struct.error:
                 return _int_error(values[index], f"field {self._count + index}")

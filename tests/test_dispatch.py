@@ -5,7 +5,11 @@ No sockets and no event loop: the core is fed bytes and addresses.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import ipaddress
+import json
 import logging
 import pickle
 import struct
@@ -295,6 +299,93 @@ def test_message_class_needs_module_and_command() -> None:
         Dispatcher().register_message(Nameless, deleted_handler)
 
 
+# --- handlers are checked when registered, not when the first packet comes -------------
+
+
+def sync_handler(packet: PacketReader, source: Any) -> None:
+    """Not async: could never be awaited."""
+
+
+async def one_argument(packet: PacketReader) -> None:
+    """Async, but the source would not fit."""
+
+
+async def three_arguments(packet: PacketReader, source: Any, extra: int) -> None:
+    """Async, but it needs a third argument."""
+
+
+class AsyncCallable:
+    async def __call__(self, packet: PacketReader, source: Any) -> None:
+        """An object whose __call__ is async def is a handler."""
+
+
+class SyncCallable:
+    def __call__(self, packet: PacketReader, source: Any) -> None:
+        """An object whose __call__ is a plain method is not."""
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [
+        (sync_handler, "sync_handler is a plain function: declare it with async def"),
+        (SyncCallable(), "SyncCallable.* is a plain function"),
+        (lambda packet, source: None, "<lambda> is a plain function"),
+        (42, r"needs an async def handler\(packet, source\), not int 42"),
+        (None, "not NoneType None"),
+        (one_argument, r"one_argument\(packet\) cannot be called with those two arguments"),
+        (three_arguments, r"three_arguments\(packet, source, extra\) cannot be called with"),
+    ],
+)
+def test_register_refuses_what_is_not_an_async_two_argument_handler(
+    handler: Any, message: str
+) -> None:
+    dispatcher = Dispatcher()
+    with pytest.raises(TypeError, match=message):
+        dispatcher.register("dialog", handler)
+    typed = message.replace("handler\\(packet, source\\)", "handler\\(message, source\\)")
+    with pytest.raises(TypeError, match=typed):
+        dispatcher.register_message(Deleted, handler)
+    assert dict(dispatcher.routes) == {}  # nothing half registered
+
+
+async def with_defaults(packet: PacketReader, source: Any, extra: int = 0, *rest: Any) -> None:
+    """Extra parameters with defaults are fine."""
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [raw_handler, AsyncCallable(), functools.partial(three_arguments, extra=1), with_defaults],
+)
+def test_register_takes_async_callables_of_two_arguments(handler: Any) -> None:
+    dispatcher = Dispatcher()
+    assert dispatcher.register("dialog", handler).raw == Target(handler, None)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (int, "takes a message class .* not <class 'int'>"),
+        (Deleted(b"", b"", b""), "takes a message class"),
+        (
+            type("NoModule", (Deleted,), {"MODULE": None}),
+            "NoModule needs a str MODULE and an int COMMAND .* not None and 3",
+        ),
+        (
+            type("BoolCommand", (Deleted,), {"COMMAND": True}),
+            "BoolCommand needs a str MODULE and an int COMMAND",
+        ),
+    ],
+)
+def test_register_message_names_what_the_class_lacks(message: Any, error: str) -> None:
+    with pytest.raises(TypeError, match=error):
+        Dispatcher().register_message(message, deleted_handler)
+
+
+def test_register_refuses_a_module_that_is_not_a_str() -> None:
+    with pytest.raises(TypeError, match="module must be a str"):
+        Dispatcher().register(b"dialog", raw_handler)  # type: ignore[arg-type]
+
+
 def test_route_is_immutable() -> None:
     route = Route("dialog", Target(raw_handler, None))
     with pytest.raises(AttributeError):
@@ -357,3 +448,15 @@ def test_stats_pickle_round_trip() -> None:
     copy = pickle.loads(pickle.dumps(stats))
     assert copy == stats and copy.drops[DropReason.QUEUE_FULL] == 3
     assert isinstance(next(iter(copy.drops)), DropReason)
+
+
+def test_stats_is_a_dataclass_that_asdict_and_json_take() -> None:
+    counters = Counters()
+    counters.drops[DropReason.BAD_CHECKSUM] = 2
+    stats = Stats.capture(counters, pending=1, queue_depths={"dialog": 1}, kernel_drops=0)
+    plain = dataclasses.asdict(stats)
+    assert plain["drops"][DropReason.BAD_CHECKSUM] == 2 and plain["queue_depths"] == {"dialog": 1}
+    assert json.loads(json.dumps(plain))["drops"]["bad_checksum"] == 2
+    assert copy.deepcopy(stats) == stats and copy.copy(stats) == stats
+    with pytest.raises(TypeError, match="a stats snapshot is read-only"):
+        plain["drops"][DropReason.BAD_CHECKSUM] = 99

@@ -18,7 +18,7 @@ from binif import (
     TruncatedField,
 )
 from binif.dispatch import Address, DropReason
-from binif.errors import BadRawValue
+from binif.errors import BadRawValue, FieldTypeError, IntOutOfRange
 from binif.messages import Message
 from binif.opensips21 import (
     OPENSIPS21,
@@ -146,6 +146,22 @@ def test_usrloc_raw_values_decode_as_little_endian_ints() -> None:
     assert UsrlocContactUpdated.with_defaults(expires=c_int(7)).expires_at == 7
     with pytest.raises(BadRawValue, match="expires: 0 raw bytes"):
         _ = UsrlocContactUpdated.with_defaults().expires_at
+
+
+def test_c_values_out_of_range_or_of_the_wrong_type_are_encode_errors() -> None:
+    assert c_time(2**63 - 1) == b"\xff" * 7 + b"\x7f" and c_int(-(2**31)) == bytes(3) + b"\x80"
+    with pytest.raises(
+        IntOutOfRange, match=r"c_time\(1180591620717411303424\): outside the signed 64-bit"
+    ):
+        c_time(2**70)
+    with pytest.raises(
+        IntOutOfRange, match=r"c_int\(2147483648\): outside the signed 32-bit range"
+    ):
+        c_int(2**31)
+    with pytest.raises(FieldTypeError, match=r"c_time\(\) takes an int, not float"):
+        c_time(1.5)  # type: ignore[arg-type]
+    with pytest.raises(FieldTypeError, match=r"c_int\(\) takes an int, not bool"):
+        c_int(True)
 
 
 def test_registry_names() -> None:

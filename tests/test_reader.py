@@ -50,6 +50,23 @@ def test_parse_accepts_bytearray_and_memoryview() -> None:
 def test_readers_are_not_built_directly() -> None:
     with pytest.raises(TypeError, match=r"PacketReader\.parse"):
         PacketReader()
+    with pytest.raises(TypeError, match=r"not built directly: use PacketReader\.parse\(data\)"):
+        PacketReader(b"P4CK")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("data", "name"), [(42, "int"), ([80, 52, 67, 75], "list"), ("P4CK", "str"), (None, "NoneType")]
+)
+def test_parse_takes_bytes_and_says_so(data: object, name: str) -> None:
+    message = f"takes the packet as bytes, bytearray or memoryview, not {name}"
+    with pytest.raises(TypeError, match=message):
+        PacketReader.parse(data)  # type: ignore[arg-type]
+
+
+def test_parse_wire_that_is_not_a_wire_format_is_a_type_error() -> None:
+    packet = PacketWriter("dialog", 1).push_int(1).to_bytes()
+    with pytest.raises(TypeError, match=r"wire must be a binif\.WireFormat"):
+        PacketReader.parse(packet, wire="datagram")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name_len", [0, -1, 7, 2**31 - 1])

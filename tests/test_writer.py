@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -109,8 +111,6 @@ def test_longest_module_name_fits() -> None:
     writer = PacketWriter("x" * 65519, 1)
     assert writer.size == 65535
     assert PacketReader.parse(writer.to_bytes()).module == "x" * 65519
-    with pytest.raises(InvalidModuleName):
-        PacketWriter(b"dialog", 1)  # type: ignore[arg-type]
 
 
 def test_exactly_65535_bytes_is_accepted_and_one_more_is_refused() -> None:
@@ -182,3 +182,40 @@ def test_any_fields_round_trip(module: str, command: int, values: list[bytes | i
         got, reader = reader.pop_str() if kind == "s" else reader.pop_int()
         assert got == value
     assert reader.at_end
+
+
+# --- a wrong type is a TypeError that says what was expected ---------------------------
+
+DIALOG = PacketWriter("dialog", 1)
+WRONG_TYPES: list[tuple[Callable[[], object], str]] = [
+    (lambda: PacketWriter(5, 1), "a module name is a str, not int 5"),  # type: ignore[arg-type]
+    (lambda: PacketWriter(b"ul", 1), "a module name is a str, not bytes"),  # type: ignore[arg-type]
+    (lambda: PacketWriter("dialog", True), "a command is an int, not bool True"),
+    (lambda: PacketWriter("dialog", "1"), "a command is an int, not str '1'"),  # type: ignore[arg-type]
+    (lambda: DIALOG.push_int(True), "field 0: an int field takes an int, not bool"),
+    (lambda: DIALOG.push_int(1.0), "field 0: an int field takes an int, not float"),  # type: ignore[arg-type]
+    (lambda: DIALOG.push_str(42), "field 0: a str field takes bytes, str or None, not int"),  # type: ignore[arg-type]
+    (lambda: DIALOG.pack("sii", "a", 1, False), "field 2: an int field takes an int, not bool"),
+    (lambda: DIALOG.pack("i", [1]), "field 0: an int field takes an int, not list"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("build", "message"), WRONG_TYPES)
+def test_wrong_types_are_field_type_errors(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(FieldTypeError, match=message):
+        build()
+    assert issubclass(FieldTypeError, TypeError)
+
+
+def test_int_subclasses_other_than_bool_are_ints() -> None:
+    class Command(enum.IntEnum):
+        CREATED = 1
+
+    created = Command.CREATED
+    writer = PacketWriter("dialog", created).push_int(created).pack("i", created)
+    assert PacketReader.parse(writer.to_bytes()).unpack("ii", exact=True) == (1, 1)
+
+
+def test_wire_that_is_not_a_wire_format_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"wire must be a binif\.WireFormat .* not str 'datagram'"):
+        PacketWriter("dialog", 1, wire="datagram")  # type: ignore[arg-type]
