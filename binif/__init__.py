@@ -44,11 +44,13 @@ from .errors import (
     PacketTooLong,
     PacketTooShort,
     PacketTooSmall,
+    StreamBroken,
     StrTooLong,
     TrailingBytes,
     TruncatedField,
     UnencodableText,
 )
+from .framing import StreamDecoder
 from .messages import Message, MessageField, MessageRegistry
 from .reader import Field, PacketReader
 from .runner import run
@@ -108,6 +110,8 @@ __all__ = [
     "Stats",
     "StrTooLong",
     "StrValue",
+    "StreamBroken",
+    "StreamDecoder",
     "TrailingBytes",
     "TruncatedField",
     "UnencodableText",

@@ -84,6 +84,10 @@ class BadRawValue(DecodeError):
     """A raw C value carried in a str field has a size no platform uses."""
 
 
+class StreamBroken(BinError, RuntimeError):
+    """A stream decoder was fed again after it refused its stream: close the connection."""
+
+
 # --- encode side: the caller asked for something the wire cannot carry --------
 
 

@@ -143,11 +143,11 @@ class WireFormat:
         holds a header: the marker, then the total length against the minimum
         and the maximum. ``data`` must hold at least :attr:`header_size` bytes
         from ``offset``. Raises ``BadMarker``, ``PacketTooShort`` or
-        ``PacketTooLong``; ``TypeError`` for a profile without a total length.
+        ``PacketTooLong``; ``ValueError`` for a profile without a total length.
         """
         total_length = self.total_length
         if total_length is None:
-            raise TypeError(f"the {self.name} profile has no total length: a datagram is a packet")
+            raise ValueError(f"the {self.name} profile has no total length: a datagram is a packet")
         marker = bytes(data[offset : offset + len(self.marker)])
         if marker != self.marker:
             raise BadMarker(f"packet starts with {marker!r}, not {self.marker!r}")

@@ -3,6 +3,7 @@
     python fuzz/run.py codec -max_total_time=60
     python fuzz/run.py writer -runs=5000 -seed=1
     python fuzz/run.py dispatch -max_total_time=60
+    python fuzz/run.py stream -max_total_time=60
 
 Arguments after the target go to libFuzzer as they are. New coverage goes to
 ``fuzz/corpus/<target>/`` (not versioned); the vectors (and inputs derived from
@@ -27,6 +28,7 @@ with atheris.instrument_imports(include=["binif"]):
     # Instrumented before the targets import them.
     import binif
     import binif.dispatch
+    import binif.framing
     import binif.opensips21  # noqa: F401
 
 import targets  # noqa: E402

@@ -22,6 +22,8 @@ from typing import Any
 from binif import (
     DATAGRAM,
     DATAGRAM_BIG_ENDIAN,
+    STREAM,
+    STREAM_BIG_ENDIAN,
     BinError,
     DecodeError,
     EncodeError,
@@ -33,6 +35,8 @@ from binif import (
     PacketTooLarge,
     PacketTooSmall,
     PacketWriter,
+    StreamBroken,
+    StreamDecoder,
     TrailingBytes,
     TruncatedField,
     WireFormat,
@@ -46,11 +50,13 @@ __all__ = [
     "encode_writer_input",
     "run_one",
     "seeds",
+    "stream",
     "writer",
 ]
 
 WIRES = (DATAGRAM, DATAGRAM_BIG_ENDIAN)
 VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "opensips-2.1"
+STREAM_VECTORS = VECTORS.parent / "opensips-4.0"
 
 # The field layouts of OpenSIPS 2.1's modules (WIRE.md), tried on every packet.
 KNOWN_LAYOUTS = (
@@ -463,10 +469,75 @@ def dispatch(data: bytes) -> None:
     assert message.to_bytes(wire=wire) == datagram, "message did not encode back to its packet"
 
 
+_Decoded = tuple[list[bytes], str | None, int, int]
+"""A stream's packets, the error that ended it (type name), its offset, bytes buffered."""
+
+
+def _decode_stream(wire: WireFormat, pieces: list[bytes]) -> _Decoded:
+    """Feed ``pieces`` in order until the decoder refuses the stream."""
+    decoder = StreamDecoder(wire)
+    packets: list[bytes] = []
+    raised: DecodeError | None = None
+    for piece in pieces:
+        try:
+            packets += [reader.data for reader in decoder.feed(piece)]
+        except DecodeError as exc:
+            raised = exc
+            break
+    error = decoder.error
+    assert raised is None or raised is error, f"raised {raised!r}, kept {error!r}"
+    if error is not None:
+        if raised is None:  # completed packets came first: the error comes next
+            try:
+                decoder.feed(b"")
+            except DecodeError as exc:
+                assert exc is error
+            else:
+                raise AssertionError("a kept error was not raised on the next feed")
+        try:
+            decoder.feed(b"\x00")
+        except StreamBroken:
+            pass
+        else:
+            raise AssertionError("a refused stream took more bytes")
+    return packets, type(error).__name__ if error else None, decoder.offset, decoder.buffered
+
+
+def stream(data: bytes) -> None:
+    """Frame ``data[1:]`` in one feed and in the pieces ``data[0]`` picks: they must agree.
+
+    Bit 7 of ``data[0]`` picks big-endian; bits 0-6 the largest piece (1 to 128
+    bytes, each piece's size cycling below it). Every packet returned must be a
+    valid packet of its declared length, and the packets must be the stream's
+    bytes from its start, in order, up to the refusal or the partial packet kept.
+    """
+    if not data:
+        return
+    control, payload = data[0], data[1:]
+    wire = (STREAM, STREAM_BIG_ENDIAN)[control >> 7]
+    largest = (control & 127) + 1
+    pieces = []
+    start = 0
+    while start < len(payload):
+        size = 1 + (start * 7 + control) % largest
+        pieces.append(payload[start : start + size])
+        start += size
+    whole = _decode_stream(wire, [payload])
+    assert _decode_stream(wire, pieces) == whole, "the split changed what was decoded"
+    packets, error, offset, buffered = whole
+    assert b"".join(packets) == payload[:offset]
+    if error is None:
+        assert offset + buffered == len(payload)
+    for packet in packets:
+        assert wire.packet_length(packet) == len(packet)
+        PacketReader.parse(packet, wire=wire)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "codec": codec,
     "writer": writer,
     "dispatch": dispatch,
+    "stream": stream,
 }
 """Every fuzz target by name."""
 
@@ -497,7 +568,7 @@ def _manifest_packets() -> list[tuple[str, int, list[tuple[str, bytes | int]]]]:
 
 
 def seeds(name: str) -> list[bytes]:
-    """The seed inputs of target ``name``, all made from the real 2.1 vectors."""
+    """The seed inputs of target ``name``, all made from the real 2.1 and 4.0 vectors."""
     vectors = [path.read_bytes() for path in sorted(VECTORS.glob("*.bin"))]
     if name == "codec":
         return vectors
@@ -509,4 +580,9 @@ def seeds(name: str) -> list[bytes]:
             for module, command, fields in _manifest_packets()
             for big in (False, True)
         ]
+    if name == "stream":
+        packets = [path.read_bytes() for path in sorted(STREAM_VECTORS.glob("*.bin"))]
+        # Each packet alone, then runs of consecutive ones, cut at various sizes.
+        runs = [b"".join(packets[i : i + 4]) for i in range(0, len(packets), 4)]
+        return [bytes([control]) + data for data in packets + runs for control in (0, 9, 127)]
     raise KeyError(name)

@@ -123,3 +123,18 @@ def test_bounded_fuzz_run(name: str, tmp_path: Path) -> None:
         f" {crashes}\n{result.stderr[-4000:]}"
     )
     assert f"Done {BOUNDED_RUNS} runs" in result.stderr
+
+
+def test_stream_oracle_catches_a_lost_packet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream target notices a decoder that drops a packet when fed in pieces."""
+    real_feed = binif.StreamDecoder.feed
+
+    def lossy(
+        self: binif.StreamDecoder, data: bytes | bytearray | memoryview
+    ) -> list[binif.PacketReader]:
+        return real_feed(self, data)[1:]
+
+    monkeypatch.setattr(binif.StreamDecoder, "feed", lossy)
+    packet = (ROOT / "tests/vectors/opensips-4.0/dialog-create-1.bin").read_bytes()
+    with pytest.raises(AssertionError, match="the split changed"):
+        targets.run_one(targets.stream, bytes([5]) + packet * 3)

@@ -97,5 +97,5 @@ def test_a_header_must_start_with_the_marker_and_match_its_checksum() -> None:
 
 
 def test_a_datagram_is_not_delimited_by_a_header() -> None:
-    with pytest.raises(TypeError, match="no total length"):
+    with pytest.raises(ValueError, match="no total length"):
         DATAGRAM.packet_length(bytes(DATAGRAM.header_size))

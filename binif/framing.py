@@ -1,0 +1,144 @@
+"""StreamDecoder: the bytes of a BIN stream, in any split, in; complete packets out.
+
+Sans-I/O, as h11's and h2's connection cores: the caller reads the socket and
+feeds what arrived; the decoder never touches a socket or a clock. Packets on
+a stream follow each other, each delimited by the total length in its header
+(WIRE.md part 2). The decoder refuses what OpenSIPS 4.0.1 refuses on a
+connection, with the codec's precise errors, in its order: a wrong marker
+(``BadMarker``), a declared length under the minimum (``PacketTooShort``) or
+over the maximum (``PacketTooLong``), checked as soon as a header is in; then,
+once the packet is complete, a capability length past the packet
+(``BadNameLength``) and a capability name that is not UTF-8 (``BadModuleName``).
+After a refusal the stream cannot be re-synchronised: the connection must be
+closed, and the decoder refuses further input.
+"""
+
+from __future__ import annotations
+
+from .errors import DecodeError, StreamBroken
+from .reader import PacketReader
+from .wire import STREAM, WireFormat
+
+__all__ = ["StreamDecoder"]
+
+
+class StreamDecoder:
+    """Turns the bytes of one connection into :class:`PacketReader`\\ s.
+
+    ``feed(data)`` returns the packets the bytes fed so far complete, keeping
+    a partial packet until the rest arrives. A packet is copied once, out of
+    the bytes fed or out of the buffer that holds a partial packet; the buffer
+    only ever holds the unfinished packet, so feeding costs time in proportion
+    to the bytes fed, however they are split.
+    """
+
+    __slots__ = ("_buffer", "_consumed", "_error", "_need", "_raised", "wire")
+
+    wire: WireFormat
+    """The profile of the stream (one with a total-length field)."""
+
+    def __init__(self, wire: WireFormat = STREAM) -> None:
+        if wire.total_length is None:
+            raise ValueError(
+                f"the {wire.name} profile has no total length to frame a stream by:"
+                " each datagram is one packet"
+            )
+        self.wire = wire
+        self._buffer = bytearray()
+        self._need = wire.header_size
+        self._consumed = 0
+        self._error: DecodeError | None = None
+        self._raised = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of a packet not yet complete (0 between packets)."""
+        return len(self._buffer)
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next packet: the bytes of every complete packet so far.
+
+        After a refusal, the offset of the packet refused.
+        """
+        return self._consumed
+
+    @property
+    def error(self) -> DecodeError | None:
+        """The error that ended the stream, or None while it is good."""
+        return self._error
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[PacketReader]:
+        """Take the next bytes of the stream; return the packets they complete, in order.
+
+        Raises the codec's :class:`~binif.errors.DecodeError` at the first bad
+        packet. Packets completed before it are never lost: when this call
+        completed some, it returns them, keeps the error in :attr:`error` and
+        raises it on the next call. Once the error has been raised, feeding
+        again raises :class:`~binif.errors.StreamBroken`.
+        """
+        if self._error is not None:
+            self._raise_stored()
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return []
+            chunk: bytes | bytearray = buffer
+        elif type(data) is bytes:
+            chunk = data
+        else:
+            chunk = bytes(data)
+        packets: list[PacketReader] = []
+        end = len(chunk)
+        pos = 0
+        header_size = self.wire.header_size
+        packet_length = self.wire.packet_length
+        parse = PacketReader.parse
+        wire = self.wire
+        try:
+            with memoryview(chunk) as view:
+                while end - pos >= header_size:
+                    stop = pos + packet_length(view, pos)
+                    if stop > end:
+                        break
+                    if pos == 0 and stop == end and type(chunk) is bytes:
+                        packet = chunk  # exactly one packet fed: no copy
+                    else:
+                        packet = bytes(view[pos:stop])
+                    packets.append(parse(packet, wire=wire))
+                    pos = stop
+        except DecodeError as exc:
+            self._error = exc
+            self._consumed += pos
+            buffer.clear()
+            if not packets:
+                self._raised = True
+                raise
+            return packets
+        self._consumed += pos
+        left = end - pos
+        if chunk is buffer:
+            del buffer[:pos]
+        elif left:
+            buffer += chunk[pos:]
+        self._need = packet_length(buffer) if left >= header_size else header_size
+        return packets
+
+    def _raise_stored(self) -> None:
+        error = self._error
+        assert error is not None
+        if not self._raised:
+            self._raised = True
+            raise error
+        raise StreamBroken(
+            f"the stream was refused at byte offset {self._consumed}"
+            f" ({type(error).__name__}: {error}): close the connection"
+        ) from error
+
+    def __repr__(self) -> str:
+        state = "broken" if self._error is not None else "good"
+        return (
+            f"StreamDecoder({self.wire.name}, {state}, offset={self._consumed},"
+            f" buffered={len(self._buffer)})"
+        )
