@@ -173,7 +173,10 @@ class GatedSocket:
 
 async def test_send_waits_while_the_transport_is_paused(request: pytest.FixtureRequest) -> None:
     if "uvloop" in request.node.name:
-        pytest.skip("uvloop's transport socket is not patchable; see the manual pause test")
+        pytest.skip(
+            "uvloop's transport socket is not patchable:"
+            " test_endpoint_netns.py runs real flow control on uvloop"
+        )
     collect = Collector()
     async with Endpoint() as rx, Endpoint() as tx:
         rx.register("dialog", collect)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from endpoint_helpers import assert_accounted
 
 from binif import (
     BadChecksum,
@@ -243,4 +244,4 @@ async def test_endpoint_delivers_built_in_messages_in_order() -> None:
     assert stats.handled == 6
     assert stats.drops[DropReason.UNDECODABLE] == 3
     assert stats.drops[DropReason.UNKNOWN_COMMAND] == 3
-    assert stats.balanced()
+    assert_accounted(stats)
