@@ -51,7 +51,7 @@ from .errors import (
     UnencodableText,
 )
 from .framing import StreamDecoder
-from .messages import Message, MessageField, MessageRegistry
+from .messages import Message, MessageField, MessageRegistry, StreamMessage
 from .reader import Field, PacketReader
 from .runner import run
 from .stats import Stats
@@ -112,6 +112,7 @@ __all__ = [
     "StrValue",
     "StreamBroken",
     "StreamDecoder",
+    "StreamMessage",
     "TrailingBytes",
     "TruncatedField",
     "UnencodableText",

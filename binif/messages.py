@@ -13,6 +13,14 @@ from the annotations: ``str`` is a str field decoded as UTF-8, ``bytes`` a str
 field kept raw, ``int`` an int field. ``from_packet`` decodes with the reader's
 bulk path and rejects leftover bytes; ``to_writer`` and ``bytes()`` build the
 packet. A subclass without ``module``/``command`` is a reusable set of fields.
+
+In the stream profile a packet carries the version of its layout: a class
+declares it with ``version=`` and refuses a packet of another version
+(:class:`~binif.errors.BadVersion`); :class:`StreamMessage` subclasses build
+and parse in :data:`~binif.wire.STREAM` by default::
+
+    class DialogDeleted(StreamMessage, module="dialog-dlg-repl", command=3, version=4):
+        ...
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, ClassVar, NamedTuple, Self, cast, dataclass_transform
 
 from .errors import (
     BadFieldText,
+    BadVersion,
     DecodeError,
     FieldTypeError,
     IntOutOfRange,
@@ -34,10 +43,10 @@ from .errors import (
 )
 from .layout import INT, STR, compile_layout
 from .reader import PacketReader
-from .wire import DATAGRAM, WireFormat
-from .writer import INT32_MAX, INT32_MIN, PacketWriter
+from .wire import DATAGRAM, STREAM, WireFormat
+from .writer import INT16_MAX, INT16_MIN, INT32_MAX, INT32_MIN, PacketWriter
 
-__all__ = ["LOCAL", "Message", "MessageField", "MessageRegistry"]
+__all__ = ["LOCAL", "Message", "MessageField", "MessageRegistry", "StreamMessage"]
 
 LOCAL: Mapping[str, object] = MappingProxyType({"binif": "local"})
 """``dataclasses.field(metadata=LOCAL)``: a value of the message that is no fixed field.
@@ -199,6 +208,8 @@ class Message(metaclass=_MessageMeta):
     """The module name the message is addressed to."""
     COMMAND: ClassVar[int]
     """The packet type within the module."""
+    VERSION: ClassVar[int | None] = None
+    """The layout version the packet carries (stream profile), or None for none."""
     FIELDS: ClassVar[tuple[MessageField, ...]] = ()
     """The fields in wire order, derived from the annotations."""
     LAYOUT: ClassVar[str] = ""
@@ -210,11 +221,22 @@ class Message(metaclass=_MessageMeta):
     """
 
     def __init_subclass__(
-        cls, *, module: str | None = None, command: int | None = None, **kwargs: Any
+        cls,
+        *,
+        module: str | None = None,
+        command: int | None = None,
+        version: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         if (module is None) != (command is None):
             raise TypeError(f"{cls.__name__}: give both module= and command=, or neither")
+        if version is not None:
+            if module is None:
+                raise TypeError(f"{cls.__name__}: version= goes with module= and command=")
+            if type(version) is not int or not INT16_MIN <= version <= INT16_MAX:
+                raise TypeError(f"{cls.__name__}: version must be a signed 16-bit int")
+            cls.VERSION = version
         if module is not None and command is not None:
             if not isinstance(module, str) or not module:
                 raise TypeError(f"{cls.__name__}: module must be a non-empty str")
@@ -230,9 +252,30 @@ class Message(metaclass=_MessageMeta):
         """Decode the fields of ``reader``'s packet, which must be exactly this layout.
 
         Raises :class:`~binif.errors.MessageMismatch` for another module or command,
-        and the codec's precise errors otherwise: ``TruncatedField``,
-        ``BadFieldLength``, ``TrailingBytes``, and ``BadFieldText`` for a text
-        field that is not UTF-8.
+        :class:`~binif.errors.BadVersion` when the class declares a version and
+        the packet carries another (or none), and the codec's precise errors
+        otherwise: ``TruncatedField``, ``BadFieldLength``, ``TrailingBytes``,
+        and ``BadFieldText`` for a text field that is not UTF-8.
+        """
+        cls.check_packet(reader)
+        wire = reader.wire
+        decode = cls._decoders.get(wire)
+        if decode is None:
+            decode = cls._decoders[wire] = _compile_decoder(cls, wire)
+        try:
+            message = decode(reader.data, reader.fields_offset)
+        except (struct.error, UnicodeDecodeError):
+            message = None
+        if message is None:
+            raise cls._decode_error(reader.rewind())
+        return cast(Self, message)
+
+    @classmethod
+    def check_packet(cls, reader: PacketReader) -> None:
+        """Refuse a packet of another module or command, or of another version.
+
+        The checks :meth:`from_packet` makes before reading a field; a class
+        that reads its fields itself makes them first too.
         """
         try:
             mismatch = reader.command != cls.COMMAND or reader.module != cls.MODULE
@@ -246,17 +289,11 @@ class Message(metaclass=_MessageMeta):
                 f"{cls.__name__} is {cls.MODULE}/{cls.COMMAND},"
                 f" the packet is {reader.module}/{reader.command}"
             )
-        wire = reader.wire
-        decode = cls._decoders.get(wire)
-        if decode is None:
-            decode = cls._decoders[wire] = _compile_decoder(cls, wire)
-        try:
-            message = decode(reader.data, reader.fields_offset)
-        except (struct.error, UnicodeDecodeError):
-            message = None
-        if message is None:
-            raise cls._decode_error(reader.rewind())
-        return cast(Self, message)
+        if cls.VERSION is not None and reader.version != cls.VERSION:
+            raise BadVersion(
+                f"{cls.__name__} reads {cls.MODULE}/{cls.COMMAND} version {cls.VERSION},"
+                f" the packet is version {reader.version}"
+            )
 
     @classmethod
     def from_bytes(
@@ -294,10 +331,15 @@ class Message(metaclass=_MessageMeta):
         return zip(self.FIELDS, self.values(), strict=True)
 
     def to_writer(self, *, wire: WireFormat = DATAGRAM) -> PacketWriter:
-        """A writer holding this message's module, command and fields."""
+        """A writer holding this message's module, command, version and fields.
+
+        A class with a version is built in a profile that carries one, a class
+        without in one that does not (``InvalidVersion`` otherwise).
+        """
         values = self.values()
         try:
-            return PacketWriter(self.MODULE, self.COMMAND, wire=wire).pack(self.LAYOUT, *values)
+            writer = PacketWriter(self.MODULE, self.COMMAND, wire=wire, version=self.VERSION)
+            return writer.pack(self.LAYOUT, *values)
         except (FieldTypeError, IntOutOfRange) as exc:
             for field, value in zip(self.FIELDS, values, strict=True):
                 if not _fits(field, value):
@@ -319,6 +361,31 @@ class Message(metaclass=_MessageMeta):
         if unknown:
             raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)}")
         return cls(**{field.name: values.get(field.name, field.default) for field in cls.FIELDS})
+
+
+class StreamMessage(Message):
+    """A message of the stream profile: built and parsed in :data:`~binif.wire.STREAM` by default.
+
+    Subclass with ``module=``, ``command=`` and ``version=``; the version goes
+    in the header of every packet built and must be the one of every packet
+    decoded.
+    """
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *, wire: WireFormat = STREAM) -> Self:
+        """Parse and decode one packet (``PacketReader.parse`` then :meth:`from_packet`)."""
+        return cls.from_packet(PacketReader.parse(data, wire=wire))
+
+    def to_writer(self, *, wire: WireFormat = STREAM) -> PacketWriter:
+        """A writer holding this message's module, command, version and fields."""
+        return Message.to_writer(self, wire=wire)
+
+    def to_bytes(self, *, wire: WireFormat = STREAM) -> bytes:
+        """The complete packet, ready to send."""
+        return self.to_writer(wire=wire).to_bytes()
+
+    def __bytes__(self) -> bytes:
+        return self.to_writer().to_bytes()
 
 
 def _fits(field: MessageField, value: object) -> bool:
