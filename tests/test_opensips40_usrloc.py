@@ -12,6 +12,8 @@ import hashlib
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from vectors import VECTORS, Vector, field_value, load
 
 from binif import (
@@ -31,6 +33,7 @@ from binif import (
 )
 from binif.opensips40_usrloc import (
     USRLOC_CAPABILITY,
+    USRLOC_VERSIONS,
     AorDeleted,
     AorInserted,
     ContactDeleted,
@@ -414,3 +417,58 @@ def test_a_chunk_decodes_to_the_insert_it_holds() -> None:
     assert usrloc_chunk(chunk_of(contact)) == contact
     v3 = alice(cflags=0, version=3)
     assert usrloc_chunk(chunk_of(v3)) == v3
+
+
+# --- any value, any version: built, read back; any body: refused or read exactly ------
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+INT32 = st.integers(-(2**31), 2**31 - 1)
+
+
+@st.composite
+def contacts(draw: st.DrawFn) -> ContactInserted:
+    cls = draw(st.sampled_from([ContactInserted, ContactUpdated]))
+    version = draw(st.sampled_from(sorted(USRLOC_VERSIONS)))
+    mode = draw(st.sampled_from([-1, 0, 1, 2]))
+    values: dict[str, Any] = {}
+    for field in cls._wire_fields(version):
+        if field.type is bytes:
+            values[field.name] = draw(st.binary(max_size=9))
+        else:
+            values[field.name] = draw(TEXT if field.type is str else INT32)
+    values["cmatch_mode"] = mode
+    params = tuple(draw(st.lists(TEXT, max_size=3))) if mode == 2 else ()
+    return cls(**values, cmatch_params=params, version=version)  # type: ignore[no-any-return]
+
+
+@given(contacts())
+def test_any_contact_reads_back_as_built(message: ContactInserted) -> None:
+    assert type(message).from_bytes(message.to_bytes()) == message
+
+
+@given(st.lists(st.tuples(TEXT, st.integers(0, 2), TEXT, INT32), max_size=4))
+def test_any_profile_counters_read_back_as_built(
+    entries: list[tuple[str, int, str, int]],
+) -> None:
+    message = ProfileCounters(
+        tuple(
+            ProfileEntry(name, has, value if has else "", count)
+            for name, has, value, count in entries
+        )
+    )
+    assert ProfileCounters.from_bytes(message.to_bytes()) == message
+
+
+SHAPES = [AorInserted, AorDeleted, ContactInserted, ContactUpdated, ContactDeleted, ProfileCounters]
+
+
+@given(st.sampled_from(SHAPES), st.sampled_from([3, 4, 5]), st.binary(max_size=120))
+def test_any_body_is_refused_or_read_exactly(cls: Any, version: int, body: bytes) -> None:
+    head = PacketWriter(cls.MODULE, cls.COMMAND, wire=STREAM, version=version).to_bytes()
+    packet = bytearray(head + body)
+    packet[4:8] = len(packet).to_bytes(4, "little")
+    try:
+        message = cls.from_bytes(bytes(packet))
+    except DecodeError:
+        return
+    assert message.to_bytes() == bytes(packet)
