@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from vectors import VECTORS, load
+from usrloc_helpers import FOLDER, captured
+from vectors import load
 
-from binif import STREAM, BadRawValue, PacketReader
-from binif.location import Change, ChangeKind, LocationTable, UsrlocMessage
+from binif import BadRawValue
+from binif.location import Change, ChangeKind, LocationTable
 from binif.opensips40_usrloc import (
-    USRLOC_MESSAGES,
     AorDeleted,
     AorInserted,
     ContactDeleted,
@@ -22,20 +22,8 @@ from binif.opensips40_usrloc import (
     ProfileCounters,
 )
 
-CAPTURED = load(VECTORS / "opensips-4.0-usrloc", key="packets")
-BY_TYPE = {(cls.MODULE, cls.COMMAND): cls for cls in USRLOC_MESSAGES.values()}
+CAPTURED = load(FOLDER, key="packets")
 T0 = 1795903200  # the rig's clock after the registrations
-
-
-def decode(name: str) -> UsrlocMessage:
-    """The typed message of one captured packet, its trailer split off."""
-    vector = next(vector for vector in CAPTURED if vector.name == name)
-    reader = PacketReader.parse(vector.data, wire=STREAM)
-    for _ in range(3):
-        _, reader = reader.pop_back_int()
-    message = BY_TYPE[(reader.module, reader.command)].from_packet(reader)
-    assert isinstance(message, UsrlocMessage)
-    return message
 
 
 def replay() -> tuple[LocationTable, list[tuple[str, tuple[Change, ...]]]]:
@@ -44,7 +32,7 @@ def replay() -> tuple[LocationTable, list[tuple[str, tuple[Change, ...]]]]:
     steps = []
     for vector in sorted(CAPTURED, key=lambda vector: vector.entry["frame"]):
         if vector.entry["capability"] == "usrloc-contact-repl":
-            steps.append((vector.name, table.apply(decode(vector.name))))
+            steps.append((vector.name, table.apply(captured(vector.name))))
     return table, steps
 
 
@@ -92,11 +80,11 @@ def test_the_capture_replayed_leaves_what_node_1_held() -> None:
 
 
 def test_contact_star_sends_two_identical_aor_deletes_and_the_second_is_harmless() -> None:
-    first, second = decode("ul-aor-delete-1.bin"), decode("ul-aor-delete-2.bin")
+    first, second = captured("ul-aor-delete-1.bin"), captured("ul-aor-delete-2.bin")
     assert first == second
     table = LocationTable()
-    table.apply(decode("ul-aor-insert-4.bin"))
-    table.apply(decode("ul-contact-insert-5.bin"))
+    table.apply(captured("ul-aor-insert-4.bin"))
+    table.apply(captured("ul-contact-insert-5.bin"))
     assert kinds(table.apply(first)) == ["contact_removed", "aor_removed"]
     assert table.apply(second) == ()
     assert len(table) == 0
