@@ -175,3 +175,14 @@ class AlreadyRegistered(EndpointError, ValueError):
 
 class NotRegistered(EndpointError, LookupError):
     """No handler is registered for this module."""
+
+
+# --- captures: reading BIN traffic out of a pcap -------------------------------
+
+
+class BadCapture(BinError, ValueError):
+    """A file is not a pcap or pcapng capture binif can read, or is cut inside a frame."""
+
+
+class StreamGap(DecodeError):
+    """Bytes of a captured TCP stream are missing inside a packet: that packet is lost."""

@@ -86,8 +86,9 @@ def flatten(tree: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def dissect(tshark: str, pcap: Path, *options: str) -> list[dict[str, Any]]:
-    """Run tshark with the shipped dissector; return each frame's binif fields (or {})."""
+def run_tshark(tshark: str, pcap: Path, *options: str) -> list[dict[str, Any]]:
+    """Run tshark with the shipped dissector; return its JSON frames (duplicate keys kept
+    as lists)."""
     result = subprocess.run(
         [
             tshark,
@@ -99,14 +100,21 @@ def dissect(tshark: str, pcap: Path, *options: str) -> list[dict[str, Any]]:
             str(pcap),
             "-T",
             "json",
+            "--no-duplicate-keys",
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "Lua Error" not in result.stdout + result.stderr
-    frames = json.loads(result.stdout)
+    frames: list[dict[str, Any]] = json.loads(result.stdout)
+    return frames
+
+
+def dissect(tshark: str, pcap: Path, *options: str) -> list[dict[str, Any]]:
+    """Each frame's binif fields (or {})."""
+    frames = run_tshark(tshark, pcap, *options)
     return [flatten(frame["_source"]["layers"].get("binif", {}), {}) for frame in frames]
 
 
@@ -232,25 +240,6 @@ PACKETS = stream_packets()
 
 def stream_items(tshark: str, pcap: Path, *options: str) -> list[dict[str, list[str]]]:
     """Every binif item tshark shows, in order, as field name -> values in tree order."""
-    result = subprocess.run(
-        [
-            tshark,
-            "-n",
-            "-X",
-            f"lua_script:{DISSECTOR_PATH}",
-            *options,
-            "-r",
-            str(pcap),
-            "-T",
-            "json",
-            "--no-duplicate-keys",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Lua Error" not in result.stdout + result.stderr
 
     def collect(tree: dict[str, Any], out: dict[str, list[str]]) -> dict[str, list[str]]:
         for key, value in tree.items():
@@ -262,7 +251,7 @@ def stream_items(tshark: str, pcap: Path, *options: str) -> list[dict[str, list[
         return out
 
     items = []
-    for frame in json.loads(result.stdout):
+    for frame in run_tshark(tshark, pcap, *options):
         layers = frame["_source"]["layers"]
         port = layers.get("tcp", {}).get("tcp.dstport")
         layer = layers.get("binif", [])

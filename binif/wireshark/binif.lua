@@ -1195,6 +1195,12 @@ local function dissect_fields(tvb, tree, pos, limit, specs, lensize)
     return pos, values, nil
 end
 
+-- One int field: the position after it, its value, and nil or what did not fit.
+local function dissect_int(tvb, tree, pos, limit, spec)
+    local after, values, err = dissect_fields(tvb, tree, pos, limit, { spec }, 2)
+    return after, values[spec.name], err
+end
+
 -- The variable part after a stream packet's fixed fields. Each returns the position
 -- after what it read and nil or what did not fit.
 local stream_tails = {}
@@ -1213,10 +1219,9 @@ function stream_tails.list(tvb, tree, pos, limit, values, tail)
     end
     local count = values[tail.count]
     if tail.count_field then
-        local more, err
-        pos, more, err = dissect_fields(tvb, tree, pos, limit, { tail.count_field }, 2)
+        local err
+        pos, count, err = dissect_int(tvb, tree, pos, limit, tail.count_field)
         if err then return pos, err end
-        count = more[tail.count_field.name]
     end
     if count == nil or count < 0 then
         return pos, string.format("bad item count %s", tostring(count))
@@ -1288,10 +1293,9 @@ function stream_tails.sync(tvb, tree, pos, limit, values)
         if how then
             local choice = 0
             if how.selector then
-                local got, err
-                body, got, err = dissect_fields(tvb, chunk, body, stop, { how.selector }, 2)
+                local err
+                body, choice, err = dissect_int(tvb, chunk, body, stop, how.selector)
                 if err then return body, err end
-                choice = got[how.selector.name]
             end
             local ptype = how.types[choice]
             local versions = ptype and stream_layouts[capability][ptype]
