@@ -20,10 +20,11 @@ import time
 from collections.abc import Iterable
 from typing import Final, SupportsBytes, cast
 
+from .address import format_address
 from .dispatch import Address, DropReason
 from .errors import DatagramTooLarge, EndpointNotRunning
 from .reader import PacketReader
-from .runtime import DEFAULT_QUEUE_SIZE, Runtime, format_address
+from .runtime import DEFAULT_QUEUE_SIZE, Runtime
 from .stats import Counters, Stats, udp_kernel_drops
 from .wire import DATAGRAM, WireFormat
 from .writer import PacketWriter

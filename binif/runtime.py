@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, Self, TypeVar, cast
 
+from .address import format_address
 from .dispatch import (
     ANY_MODULE,
     Address,
@@ -38,7 +39,7 @@ from .reader import PacketReader
 from .stats import Counters
 from .wire import WireFormat
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "Lane", "Runtime", "format_address"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "Lane", "Runtime"]
 
 logger = logging.getLogger("binif")
 
@@ -564,11 +565,3 @@ class Runtime:
         return sum(lane.pending for lane in lanes), {
             module: len(lane.items) for module, lane in self._lanes.items()
         }
-
-
-def format_address(addr: Address | None) -> str:
-    """``host:port``, or ``[host]:port`` for IPv6; ``?`` when unknown."""
-    if not addr:
-        return "?"
-    host = str(addr[0])
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
