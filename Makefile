@@ -49,6 +49,10 @@ bench-typed: $(INSTALLED)
 bench-endpoint: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_endpoint.py
 
+# TCP receive against a hand-written asyncio Protocol, send against transport.write, the flood.
+bench-stream: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_stream.py
+
 # make fuzz FUZZ_SECONDS=600: each target for that long; failures land in tests/fuzz_regressions/.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= codec writer dispatch stream
@@ -58,12 +62,15 @@ fuzz: $(INSTALLED)
 	done; exit $$status
 
 # make soak SOAK_DATAGRAMS=1000000 SOAK_SENDERS=4 SOAK_RATE=20000 (0: as fast as the senders go)
+# SOAK_STREAM_PACKETS=1000000: the TCP part, one good peer among hostile clients
 SOAK_DATAGRAMS ?= 1000000
 SOAK_SENDERS ?= 4
 SOAK_RATE ?= 20000
+SOAK_STREAM_PACKETS ?= 1000000
 soak: $(INSTALLED)
 	$(BIN)/python benchmarks/soak.py --datagrams $(SOAK_DATAGRAMS) --senders $(SOAK_SENDERS) \
 		--rate $(SOAK_RATE)
+	$(BIN)/python benchmarks/soak_stream.py --packets $(SOAK_STREAM_PACKETS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build *.egg-info

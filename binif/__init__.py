@@ -45,6 +45,7 @@ from .errors import (
     PacketTooLong,
     PacketTooShort,
     PacketTooSmall,
+    PeerUnreachable,
     StreamBroken,
     StreamGap,
     StrTooLong,
@@ -56,7 +57,8 @@ from .framing import StreamDecoder
 from .messages import Message, MessageField, MessageRegistry, StreamMessage
 from .reader import Field, PacketReader
 from .runner import run
-from .stats import Stats
+from .stats import Stats, StreamStats
+from .stream import CloseReason, StreamEndpoint
 from .wire import DATAGRAM, DATAGRAM_BIG_ENDIAN, STREAM, STREAM_BIG_ENDIAN, WireFormat
 from .writer import PacketWriter, StrValue
 
@@ -82,6 +84,7 @@ __all__ = [
     "BadRawValue",
     "BadVersion",
     "BinError",
+    "CloseReason",
     "DatagramTooLarge",
     "DecodeError",
     "DropReason",
@@ -110,13 +113,16 @@ __all__ = [
     "PacketTooShort",
     "PacketTooSmall",
     "PacketWriter",
+    "PeerUnreachable",
     "Stats",
     "StrTooLong",
     "StrValue",
     "StreamBroken",
     "StreamDecoder",
+    "StreamEndpoint",
     "StreamGap",
     "StreamMessage",
+    "StreamStats",
     "TrailingBytes",
     "TruncatedField",
     "UnencodableText",

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from .address import Address, IPNetwork, check_network
 from .errors import (
@@ -80,6 +80,8 @@ class DropReason(StrEnum):
     """The sender's address is outside the allowlist."""
     SHUTDOWN = "shutdown"
     """Still queued (or being handled) when the endpoint closed after its drain timeout."""
+    BAD_VERSION = "bad_version"
+    """The packet's layout version is not one its handler reads (``versions=``, a message's)."""
 
 
 _FRAME_REASONS: dict[type[DecodeError], DropReason] = {
@@ -124,6 +126,8 @@ class Target:
     """Seconds before the call is cancelled and counted as a timeout; None for no limit."""
     decode: Callable[[PacketReader], Any] | None = None
     """Turns the packet into the handler's first argument; None passes the reader itself."""
+    versions: frozenset[int] | None = None
+    """The layout versions the handler reads (stream profile); None for any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +148,15 @@ class Route:
         return self.raw is not None or command in self.messages
 
     def target(self, reader: PacketReader) -> Target | DropReason:
-        """The target for ``reader``, or ``UNKNOWN_COMMAND`` if no handler takes its command."""
+        """The target for ``reader``; ``UNKNOWN_COMMAND`` if no handler takes its command,
+        ``BAD_VERSION`` if the handler that does reads other versions."""
         target = self.messages.get(reader.command, self.raw) if self.messages else self.raw
-        return DropReason.UNKNOWN_COMMAND if target is None else target
+        if target is None:
+            return DropReason.UNKNOWN_COMMAND
+        versions = target.versions
+        if versions is not None and reader.version not in versions:
+            return DropReason.BAD_VERSION
+        return target
 
 
 class AllowList:
@@ -221,20 +231,23 @@ class Dispatcher:
         *,
         concurrency: int = 1,
         timeout: float | None = None,
+        versions: Iterable[int] | None = None,
     ) -> Route:
         """Make ``handler`` take every packet of ``module`` (commands without a typed handler).
 
         Under :data:`ANY_MODULE` (``"*"``) it takes the packets of every module
         that has no handler of its own, in one queue, in arrival order: a sniffer
-        or a catch-all logger, instead of ``unknown_module`` drops.
+        or a catch-all logger, instead of ``unknown_module`` drops. ``versions``
+        (stream profile) drops packets of other layout versions as ``bad_version``.
         """
         _check_options(concurrency, timeout)
         _check_module(module)
         check_handler(handler, "register()", "(packet, source)")
+        accepted = self._check_versions(versions)
         route = self._routes.get(module)
         if route is not None and route.raw is not None:
             raise AlreadyRegistered(f"a handler is already registered for module {module!r}")
-        target = Target(handler, timeout)
+        target = Target(handler, timeout, versions=accepted)
         if route is None:
             route = Route(module, target, concurrency=concurrency)
         else:
@@ -254,12 +267,15 @@ class Dispatcher:
         """Make ``handler`` take the packets of ``message.MODULE``/``message.COMMAND``, decoded.
 
         Several message classes of one module share its route, hence its order
-        and its queue; they must agree on ``concurrency``.
+        and its queue; they must agree on ``concurrency``. On the stream profile a
+        message class with ``VERSIONS`` (or one ``VERSION``) takes packets of
+        those layout versions only (others are ``bad_version`` drops).
         """
         _check_options(concurrency, timeout)
         module, command = _message_key(message)
         check_handler(handler, "register_message()", "(message, source)")
-        target = Target(handler, timeout, message.from_packet)
+        accepted = _message_versions(message) if self.wire.has_version else None
+        target = Target(handler, timeout, message.from_packet, accepted)
         route = self._routes.get(module)
         if route is None:
             route = Route(module, None, MappingProxyType({command: target}), concurrency)
@@ -272,6 +288,23 @@ class Dispatcher:
             route = replace(route, messages=MappingProxyType({**route.messages, command: target}))
         self._routes[module] = route
         return route
+
+    def _check_versions(self, versions: Iterable[int] | None) -> frozenset[int] | None:
+        if versions is None:
+            return None
+        if not self.wire.has_version:
+            raise ValueError(
+                f"the {self.wire.name} profile carries no version: versions= is not for it"
+            )
+        if isinstance(versions, int | str | bytes):
+            raise TypeError(f"versions must be an iterable of ints, e.g. {{4}}, not {versions!r}")
+        accepted = frozenset(versions)
+        for version in accepted:
+            if type(version) is not int or not -0x8000 <= version <= 0x7FFF:
+                raise ValueError(f"a version is a signed 16-bit int, not {version!r}")
+        if not accepted:
+            raise ValueError("versions must name at least one version")
+        return accepted
 
     def unregister(self, module: str) -> Route:
         """Remove every handler of ``module``; return the route that was removed."""
@@ -286,8 +319,7 @@ class Dispatcher:
         """Validate one datagram from ``source``: a reader for a registered module, or why not.
 
         Checks run cheapest and most decisive first: source allowed, then the
-        codec's size, marker and checksum, module name, registered module, and
-        whether the module takes the command.
+        codec's size, marker and checksum, module name, then :meth:`check`.
         """
         allow = self.allow
         if allow is not None and not allow.allows(source[0]):
@@ -296,14 +328,19 @@ class Dispatcher:
             reader = _parse(data, wire=self.wire)
         except DecodeError as exc:
             return reason_for(exc)
+        return self.check(reader)
+
+    def check(self, reader: PacketReader) -> PacketReader | DropReason:
+        """A parsed packet (a datagram's, or one a stream delivered): ``reader`` if a handler
+        takes it, else why not: unknown module, unknown command, or a version its handler
+        does not read."""
         route = self._routes.get(reader.module)
         if route is None:
             route = self._routes.get(ANY_MODULE)
             if route is None:
                 return DropReason.UNKNOWN_MODULE
-        if route.raw is None and reader.command not in route.messages:
-            return DropReason.UNKNOWN_COMMAND
-        return reader
+        found = route.target(reader)
+        return reader if type(found) is Target else cast(DropReason, found)
 
 
 _parse = PacketReader.parse
@@ -367,6 +404,15 @@ def check_handler(handler: object, where: str, arguments: str) -> None:
 
 def _name(handler: object) -> str:
     return getattr(handler, "__qualname__", None) or repr(handler)
+
+
+def _message_versions(message: type[MessageType]) -> frozenset[int] | None:
+    """The layout versions a message class reads: its ``VERSIONS``, its ``VERSION``, or None."""
+    versions = getattr(message, "VERSIONS", None)
+    if versions is None:
+        version = getattr(message, "VERSION", None)
+        return None if version is None else frozenset((version,))
+    return frozenset(versions)
 
 
 def _check_options(concurrency: int, timeout: float | None) -> None:

@@ -177,6 +177,17 @@ class NotRegistered(EndpointError, LookupError):
     """No handler is registered for this module."""
 
 
+class PeerUnreachable(EndpointError, ConnectionError):
+    """A stream endpoint could not connect to a peer within ``connect_timeout``.
+
+    The packet given to ``send`` was not sent; ``address`` is the peer's.
+    """
+
+    def __init__(self, message: str, *, address: object) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 # --- captures: reading BIN traffic out of a pcap -------------------------------
 
 

@@ -34,7 +34,7 @@ from .dispatch import (
     Route,
     Target,
 )
-from .errors import DecodeError, EndpointNotRunning
+from .errors import BadVersion, DecodeError, EndpointNotRunning
 from .reader import PacketReader
 from .stats import Counters
 from .wire import WireFormat
@@ -270,6 +270,7 @@ class Runtime:
         *,
         concurrency: int = 1,
         timeout: float | None = None,
+        versions: Iterable[int] | None = None,
     ) -> None:
         """Route every packet of ``module`` to ``async def handler(packet, source)``.
 
@@ -277,19 +278,30 @@ class Runtime:
         once (their order is then not kept); ``timeout`` cancels a call that
         runs longer, counted in ``handler_timeouts``. ``module="*"``
         (``binif.ANY_MODULE``) takes every module that has no handler of its own.
+        ``versions`` (stream profile only), e.g. ``{4}``: packets of any other
+        layout version are dropped as ``bad_version``.
         """
         self._check_open()
         self._install(
-            self._core.register(module, handler, concurrency=concurrency, timeout=timeout)
+            self._core.register(
+                module, handler, concurrency=concurrency, timeout=timeout, versions=versions
+            )
         )
 
     def handler(
-        self, module: str, *, concurrency: int = 1, timeout: float | None = None
+        self,
+        module: str,
+        *,
+        concurrency: int = 1,
+        timeout: float | None = None,
+        versions: Iterable[int] | None = None,
     ) -> Callable[[H], H]:
         """Decorator form of :meth:`register`: ``@ep.handler("dialog")``."""
 
         def decorate(function: H) -> H:
-            self.register(module, function, concurrency=concurrency, timeout=timeout)
+            self.register(
+                module, function, concurrency=concurrency, timeout=timeout, versions=versions
+            )
             return function
 
         return decorate
@@ -424,7 +436,8 @@ class Runtime:
             reader = PacketReader.parse(data, wire=self.wire)
         except DecodeError as exc:
             return str(exc)
-        return f"module {reader.module!r} command {reader.command}"
+        detail = f"module {reader.module!r} command {reader.command}"
+        return detail if reader.version is None else f"{detail} version {reader.version}"
 
     async def _work(self, lane: Lane, after: Sequence[Lane] = ()) -> None:
         """One worker: take the lane's packets in order and await their handlers.
@@ -460,8 +473,12 @@ class Runtime:
                 else:
                     await self._deliver(lane.route, reader, source)
             except DecodeError as exc:
-                drops[DropReason.UNDECODABLE] += 1
-                self._log_failure("undecodable", reader, source, exc)
+                if type(exc) is BadVersion:
+                    drops[DropReason.BAD_VERSION] += 1
+                    self._log_failure("bad_version", reader, source, exc)
+                else:
+                    drops[DropReason.UNDECODABLE] += 1
+                    self._log_failure("undecodable", reader, source, exc)
             except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -533,15 +550,16 @@ class Runtime:
                 reader.command,
                 format_address(source),
             )
-        elif kind == "undecodable":
+        elif kind in ("undecodable", "bad_version"):
             self._limiter.emit(
                 key,
                 now,
                 logging.WARNING,
-                "dropped packet for module %r command %d from %s: undecodable (%s)",
+                "dropped packet for module %r command %d from %s: %s (%s)",
                 reader.module,
                 reader.command,
                 format_address(source),
+                kind,
                 exc,
             )
         else:

@@ -11,13 +11,20 @@ and ``json`` take a snapshot as they take any dataclass.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn, TypeVar
 
 from .dispatch import DropReason
 
-__all__ = ["Counters", "FrozenDict", "Stats", "udp_kernel_drops"]
+__all__ = [
+    "Counters",
+    "FrozenDict",
+    "Stats",
+    "StreamCounters",
+    "StreamStats",
+    "udp_kernel_drops",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -181,3 +188,87 @@ def udp_kernel_drops(inode: int, ipv6: bool) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+class StreamCounters(Counters):
+    """Live counters of a TCP endpoint: the shared ones, connections and bytes read."""
+
+    __slots__ = (
+        "bytes_received",
+        "accepted",
+        "closed",
+        "connects",
+        "connect_failures",
+        "unreachable",
+        "pauses",
+    )
+
+    def __init__(self, close_reasons: Iterable[str]) -> None:
+        super().__init__()
+        self.bytes_received = 0
+        self.accepted = 0
+        self.closed: dict[str, int] = dict.fromkeys(close_reasons, 0)
+        self.connects = 0
+        self.connect_failures = 0
+        self.unreachable = 0
+        self.pauses = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats(Stats):
+    """A snapshot of a :class:`~binif.stream.StreamEndpoint`'s counters.
+
+    ``received`` counts packets (not reads); the accounting invariant of
+    :class:`Stats` holds the same. For connections accepted by the listener,
+    ``connections_accepted == connections_open + sum(connections_closed.values())``.
+    """
+
+    bytes_received: int
+    """Bytes read from every accepted connection."""
+    connections_accepted: int
+    """Connections the listener accepted (those refused at once included)."""
+    connections_open: int
+    """Accepted connections open now."""
+    connections_closed: Mapping[str, int]
+    """Accepted connections closed, by reason (``binif.stream.CloseReason``); every one present."""
+    links_open: int
+    """Outbound connections (to peers' listeners, for send) open now."""
+    connects: int
+    """Outbound connections made (the first and every reconnect)."""
+    connect_failures: int
+    """Outbound connection attempts that failed (each retried after a backoff)."""
+    peer_unreachable: int
+    """Packets whose send raised PeerUnreachable (no connection within connect_timeout)."""
+    read_pauses: int
+    """Times a connection stopped reading because a module's queue was full (backpressure)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict, as :meth:`Stats.as_dict`, connections closed by reason as a dict."""
+        result = Stats.as_dict(self)
+        result["connections_closed"] = {str(k): v for k, v in self.connections_closed.items()}
+        return result
+
+    @classmethod
+    def capture_stream(
+        cls,
+        counters: StreamCounters,
+        *,
+        pending: int,
+        queue_depths: Mapping[str, int],
+        connections_open: int,
+        links_open: int,
+    ) -> StreamStats:
+        """Freeze ``counters`` and the given gauges into a snapshot."""
+        base = Stats.capture(counters, pending=pending, queue_depths=queue_depths)
+        return cls(
+            **{f.name: getattr(base, f.name) for f in fields(Stats)},
+            bytes_received=counters.bytes_received,
+            connections_accepted=counters.accepted,
+            connections_open=connections_open,
+            connections_closed=FrozenDict(counters.closed),
+            links_open=links_open,
+            connects=counters.connects,
+            connect_failures=counters.connect_failures,
+            peer_unreachable=counters.unreachable,
+            read_pauses=counters.pauses,
+        )

@@ -1,9 +1,9 @@
 """Shared test setup: endpoint tests run on both asyncio's default loop and uvloop.
 
 pytest-asyncio 1.x parametrizes a test over the loop factories that the
-``pytest_asyncio_loop_factories`` hook returns. Tests in ``test_endpoint*.py``
-files (or marked ``both_loops``) get both; every other async test keeps the
-default loop alone, so it runs once.
+``pytest_asyncio_loop_factories`` hook returns. Tests in ``test_endpoint*.py`` and
+``test_stream_endpoint*.py`` files (or marked ``both_loops``) get both; every
+other async test keeps the default loop alone, so it runs once.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, LoopFactory]:
     """Both loops for the endpoint tests, the default loop for everything else."""
-    if item.path.name.startswith("test_endpoint") or item.get_closest_marker("both_loops"):
+    name = item.path.name
+    if name.startswith(("test_endpoint", "test_stream_endpoint")) or item.get_closest_marker(
+        "both_loops"
+    ):
         return BOTH
     return DEFAULT_ONLY

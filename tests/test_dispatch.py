@@ -35,6 +35,7 @@ from binif import (
 )
 from binif.dispatch import AllowList, Dispatcher, LogLimiter, Route, Target, reason_for
 from binif.stats import Counters, udp_kernel_drops
+from binif.wire import STREAM
 
 VECTORS = Path(__file__).parent / "vectors" / "opensips-2.1"
 SOURCE = ("127.0.0.1", 5062)
@@ -460,3 +461,46 @@ def test_stats_is_a_dataclass_that_asdict_and_json_take() -> None:
     assert copy.deepcopy(stats) == stats and copy.copy(stats) == stats
     with pytest.raises(TypeError, match="a stats snapshot is read-only"):
         plain["drops"][DropReason.BAD_CHECKSUM] = 99
+
+
+def stream_packet(version: int, command: int = 1, module: str = "dialog") -> PacketReader:
+    data = PacketWriter(module, command, wire=STREAM, version=version).pack("s", "x").to_bytes()
+    return PacketReader.parse(data, wire=STREAM)
+
+
+def test_check_routes_a_parsed_stream_packet_by_module_command_and_version() -> None:
+    core = Dispatcher(wire=STREAM)
+    core.register("dialog", raw_handler, versions={4})
+    core.register_message(Versioned, raw_handler)
+    packet = stream_packet(4)
+    assert core.check(packet) is packet
+    assert core.check(stream_packet(5)) is DropReason.BAD_VERSION
+    assert core.check(stream_packet(4, module="tm")) is DropReason.UNKNOWN_MODULE
+    assert core.check(stream_packet(4, module="usrloc")) is DropReason.UNKNOWN_COMMAND
+    typed = stream_packet(4, command=Versioned.COMMAND, module=Versioned.MODULE)
+    assert core.check(typed) is typed
+    other = stream_packet(3, command=Versioned.COMMAND, module=Versioned.MODULE)
+    assert core.check(other) is DropReason.BAD_VERSION
+
+
+def test_versions_are_checked_at_registration() -> None:
+    with pytest.raises(ValueError, match="carries no version"):
+        Dispatcher().register("dialog", raw_handler, versions={4})
+    core = Dispatcher(wire=STREAM)
+    for bad, error in (({70000}, ValueError), (set(), ValueError), (4, TypeError)):
+        with pytest.raises(error):
+            core.register("dialog", raw_handler, versions=bad)  # type: ignore[arg-type]
+    assert "dialog" not in core.routes
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A typed message that reads layout version 4 only."""
+
+    MODULE: ClassVar[str] = "usrloc"
+    COMMAND: ClassVar[int] = 7
+    VERSIONS: ClassVar[frozenset[int]] = frozenset({4})
+
+    @classmethod
+    def from_packet(cls, reader: PacketReader) -> Versioned:
+        return cls()
