@@ -1,9 +1,10 @@
 """A Wireshark dissector in Lua, generated from the same layouts as the Python messages.
 
 ``binif.lua`` ships inside the package; :func:`generate_dissector` rebuilds it
-from a :class:`~binif.messages.MessageRegistry` (OpenSIPS 2.1's by default, for
-the datagram profile) and the stream profile's layouts
-(:mod:`binif.wireshark.stream_layouts`), and a test asserts the shipped file
+from two :class:`~binif.messages.MessageRegistry` objects (OpenSIPS 2.1's for the
+datagram profile, ``OPENSIPS40`` for the stream profile) and what
+:mod:`binif.wireshark.stream_layouts` adds (the clusterer's packets, variable
+tails), and a test asserts the shipped file
 equals a fresh build, so the dissector and the Python layouts never disagree.
 Load it with ``tshark -X lua_script:$(binif wireshark-plugin --path)`` or copy it
 to a Wireshark plugin folder (``binif wireshark-plugin --write DIR``).
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from ..messages import Message, MessageRegistry
 from ..opensips21 import OPENSIPS21
-from ..opensips40_usrloc import PROFILE_MESSAGES, USRLOC_MESSAGES
+from ..opensips40 import OPENSIPS40
 from ..wire import DATAGRAM
 from .stream_layouts import (
     NO_TRAILER,
@@ -37,7 +38,6 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TCP_PORT",
     "DISSECTOR_PATH",
-    "STREAM_MESSAGES",
     "NamedPacket",
     "generate_dissector",
     "stream_packets",
@@ -55,9 +55,6 @@ DEFAULT_TCP_PORT = 5555
 STREAM_MIN = 17
 STREAM_MAX = 65515
 """Packet sizes OpenSIPS 4.0 accepts on a stream (WIRE.md part 2)."""
-
-STREAM_MESSAGES = MessageRegistry({**USRLOC_MESSAGES, **PROFILE_MESSAGES})
-"""The typed messages of the stream profile the dissector takes its layouts from."""
 
 _TEMPLATE_PATH = Path(__file__).with_name("template.lua")
 _KIND = {str: "text", bytes: "bytes", int: "int"}
@@ -155,19 +152,23 @@ class NamedPacket:
 
 def _layouts(cls: type[Message]) -> dict[int, tuple[Field, ...]]:
     """A typed message's fixed wire fields, per layout version it reads."""
-    # The variable-layout messages state their fields per version (VERSIONS, _wire_fields).
+    # The usrloc and profile messages state their fields per version (VERSIONS,
+    # _wire_fields); the dialog ones read one version (VERSION) with FIELDS.
     wire_fields = getattr(cls, "_wire_fields", None)
     versions: frozenset[int] = getattr(cls, "VERSIONS", frozenset())
-    if wire_fields is None or not versions:
-        raise TypeError(f"{cls.__name__} states no layout versions")
-    return {
-        version: tuple((field.name, field.type) for field in wire_fields(version))
-        for version in sorted(versions)
-    }
+    if wire_fields is not None and versions:
+        return {
+            version: tuple((field.name, field.type) for field in wire_fields(version))
+            for version in sorted(versions)
+        }
+    version = getattr(cls, "VERSION", None)
+    if not isinstance(version, int):
+        raise TypeError(f"{cls.__name__} states no layout version")
+    return {version: tuple((field.name, field.type) for field in cls.FIELDS)}
 
 
 def stream_packets(
-    registry: MessageRegistry = STREAM_MESSAGES,
+    registry: MessageRegistry = OPENSIPS40,
 ) -> dict[tuple[str, int], NamedPacket]:
     """Every stream packet type the dissector names: the typed messages' (names, fields
     per version, raw integers) and the clusterer's and dialog's from the table."""
@@ -263,7 +264,7 @@ def _stream_layouts(
 def generate_dissector(
     registry: MessageRegistry = OPENSIPS21,
     *,
-    stream_registry: MessageRegistry = STREAM_MESSAGES,
+    stream_registry: MessageRegistry = OPENSIPS40,
     port: int = DEFAULT_PORT,
     tcp_port: int = DEFAULT_TCP_PORT,
 ) -> str:

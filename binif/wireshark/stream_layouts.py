@@ -1,10 +1,11 @@
 """What the dissector knows of the stream profile's packets that no typed message states.
 
-The typed messages (:mod:`binif.opensips40_usrloc`) give the names and fixed
-fields of the packets they describe; this module adds the rest: names and fixed
-leading fields of the clusterer's own packets (their variable parts are shown as
-raw bytes), and the variable tails the typed messages handle in code: repeated
-entries, counted lists, a value whose type a field gives. Field names follow
+The typed messages (``binif.opensips40.OPENSIPS40``: dialog, usrloc, profiles)
+give the names and fixed fields of the packets they describe; this module adds
+the rest: names and fixed leading fields of the clusterer's own packets (their
+variable parts are shown as raw bytes), and the variable tails the typed
+messages handle in code: repeated entries, counted lists, a value whose type a
+field gives. Field names follow
 ``../shared/vectors/opensips-4.0*/manifest.json``.
 """
 
@@ -86,27 +87,9 @@ STREAM_NAMES: dict[tuple[str, int], str] = {
     ("clusterer-extra", 11): "clusterer.sync",
     ("clusterer-extra", 12): "clusterer.sync_end",
     ("clusterer-extra", 13): "clusterer.shtag_active",
-    ("dialog-dlg-repl", 1): "dialog.created",
-    ("dialog-dlg-repl", 2): "dialog.updated",
-    ("dialog-dlg-repl", 3): "dialog.deleted",
-    ("dialog-dlg-repl", 4): "dialog.cseq",
-    ("dialog-dlg-repl", 5): "dialog.value",
 }
-"""binif's name of the packet types no typed message describes (clusterer, dialog)."""
+"""binif's name of the packet types no typed message describes (the clusterer's)."""
 
-_DIALOG: tuple[Field, ...] = (
-    *(("callid", str), ("caller_tag", str), ("callee_tag", str)),
-    *(("from_uri", str), ("to_uri", str), ("h_id", int), ("start_ts", int), ("state", int)),
-    *(("caller_sock", str), ("callee_sock", str), ("caller_r_cseq", str)),
-    *(("callee_r_cseq", str), ("caller_route_set", str), ("callee_route_set", str)),
-    *(("caller_contact", str), ("callee_contact", str), ("callee_from_uri", str)),
-    *(("callee_to_uri", str), ("caller_in_sdp", str), ("caller_out_sdp", str)),
-    *(("callee_in_sdp", str), ("callee_out_sdp", str), ("caller_adv_contact", str)),
-    *(("callee_adv_contact", str), ("vars", str), ("profiles", str), ("user_flags", int)),
-    *(("mod_flags", int), ("flags", int), ("timeout_abs", int)),
-    *(("caller_last_gen_cseq", int), ("callee_last_gen_cseq", int)),
-    *(("rt_on_answer", str), ("rt_on_timeout", str), ("rt_on_hangup", str)),
-)
 _CMATCH = Tail(
     "list",
     item=(("cmatch_param", str),),
@@ -162,31 +145,12 @@ STREAM_PACKETS: dict[tuple[str, int], StreamPacket] = {
     ),
     ("clusterer-extra", 12): _packet((3,), (("capability", str), ("sync_chunks", int))),
     ("clusterer-extra", 13): _packet((1,), (("sharing_tag", str),)),
-    ("dialog-dlg-repl", 1): _packet((4,), _DIALOG),
-    ("dialog-dlg-repl", 2): _packet((4,), _DIALOG),
-    ("dialog-dlg-repl", 3): _packet(
-        (4,), (("callid", str), ("caller_tag", str), ("callee_tag", str), ("h_id", int))
-    ),
-    ("dialog-dlg-repl", 4): _packet(
-        (4,),
-        (
-            ("callid", str),
-            ("other_leg_tag", str),
-            ("leg_tag", str),
-            ("h_id", int),
-            ("last_gen_cseq", int),
-        ),
-    ),
-    ("dialog-dlg-repl", 5): _packet(
-        (4,),
-        (("callid", str), ("h_id", int), ("name", str), ("val_type", int)),
-        Tail("typed", (("value", str), ("int_value", int)), "val_type"),
-    ),
 }
 """The layout of each packet type no typed message describes: fixed fields (no
 trailer) and the tail."""
 
 TAILS: dict[tuple[str, int], Tail] = {
+    ("dialog-dlg-repl", 5): Tail("typed", (("value", str), ("int_value", int)), "val_type"),
     ("usrloc-contact-repl", 3): _CMATCH,
     ("usrloc-contact-repl", 4): _CMATCH,
     ("usrloc-contact-repl", 5): _CMATCH,
