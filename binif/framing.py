@@ -16,7 +16,7 @@ closed, and the decoder refuses further input.
 from __future__ import annotations
 
 from .errors import DecodeError, StreamBroken
-from .reader import PacketReader
+from .reader import PacketReader, _first_field
 from .wire import STREAM, WireFormat
 
 __all__ = ["StreamDecoder"]
@@ -94,7 +94,6 @@ class StreamDecoder:
         pos = 0
         header_size = self.wire.header_size
         packet_length = self.wire.packet_length
-        parse = PacketReader.parse
         wire = self.wire
         try:
             with memoryview(chunk) as view:
@@ -106,7 +105,8 @@ class StreamDecoder:
                         packet = chunk  # exactly one packet fed: no copy
                     else:
                         packet = bytes(view[pos:stop])
-                    packets.append(parse(packet, wire=wire))
+                    # packet_length checked the header: what is left is the head.
+                    packets.append(_first_field(packet, wire))
                     pos = stop
         except DecodeError as exc:
             self._error = exc

@@ -98,29 +98,7 @@ class PacketReader:
         except AttributeError:
             raise not_a_wire_format(wire) from None
         check_frame(data)
-        start = wire.header_size
-        (name_len,) = wire.length.unpack_from(data, start)
-        name_at = start + wire.length.size
-        command_end = name_at + name_len + 4
-        if name_len <= 0 or command_end > len(data):
-            raise BadNameLength(
-                f"module name length {name_len} at byte offset {start} does not leave"
-                f" room for the name and the command in a {len(data)}-byte packet"
-            )
-        # The head (version if any, name length, name, command) is a few bytes: its
-        # decoded form is looked up by them rather than decoded again for every packet.
-        key = data[wire.version_at : command_end]
-        head = _HEADS.get(key)
-        if head is None or head.wire is not wire:
-            head = _make_head(data, name_at, name_len, wire)
-            if len(_HEADS) < _HEADS_MAX:
-                _HEADS[key] = head
-        reader = _new_reader(PacketReader)
-        reader._head = head
-        reader._data = data
-        reader._pos = command_end
-        reader._index = 0
-        return reader
+        return _first_field(data, wire)
 
     # --- what the packet is -----------------------------------------------------
 
@@ -362,6 +340,38 @@ class PacketReader:
             f"PacketReader(module={self.module!r}, command={self.command},"
             f" size={len(self._data)}, offset={self._pos}, index={self._index})"
         )
+
+
+def _first_field(data: bytes, wire: WireFormat) -> PacketReader:
+    """A reader at the first field of ``data``, whose frame ``wire`` has checked.
+
+    Reads the module name length, the name and the command (``BadNameLength``,
+    ``BadModuleName``). :class:`~binif.framing.StreamDecoder` calls it on packets
+    whose header it has checked while framing them.
+    """
+    start = wire.header_size
+    (name_len,) = wire.length.unpack_from(data, start)
+    name_at = start + wire.length.size
+    command_end = name_at + name_len + 4
+    if name_len <= 0 or command_end > len(data):
+        raise BadNameLength(
+            f"module name length {name_len} at byte offset {start} does not leave"
+            f" room for the name and the command in a {len(data)}-byte packet"
+        )
+    # The head (version if any, name length, name, command) is a few bytes: its
+    # decoded form is looked up by them rather than decoded again for every packet.
+    key = data[wire.version_at : command_end]
+    head = _HEADS.get(key)
+    if head is None or head.wire is not wire:
+        head = _make_head(data, name_at, name_len, wire)
+        if len(_HEADS) < _HEADS_MAX:
+            _HEADS[key] = head
+    reader = _new_reader(PacketReader)
+    reader._head = head
+    reader._data = data
+    reader._pos = command_end
+    reader._index = 0
+    return reader
 
 
 def _check_count(n: int) -> None:

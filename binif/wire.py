@@ -95,6 +95,7 @@ class WireFormat:
     """
     _fields: tuple[HeaderField, ...] = field(init=False, repr=False, compare=False)
     _checksum_index: int = field(init=False, repr=False, compare=False)
+    _total_index: int = field(init=False, repr=False, compare=False)
     frame: Callable[[bytes, int | None], bytes] = field(init=False, repr=False, compare=False)
     """``frame(body, version=None)``: the complete packet, the profile's header then ``body``.
 
@@ -116,6 +117,7 @@ class WireFormat:
         setattr_ = object.__setattr__
         setattr_(self, "_fields", fields)
         setattr_(self, "_checksum_index", fields.index(CHECKSUM) if CHECKSUM in fields else 0)
+        setattr_(self, "_total_index", fields.index(TOTAL_LENGTH) if TOTAL_LENGTH in fields else -1)
         setattr_(self, "header", struct.Struct(prefix + "".join(codes)))
         setattr_(self, "length", struct.Struct(prefix + self.length_code))
         setattr_(self, "int32", struct.Struct(prefix + "i"))
@@ -145,15 +147,16 @@ class WireFormat:
         from ``offset``. Raises ``BadMarker``, ``PacketTooShort`` or
         ``PacketTooLong``; ``ValueError`` for a profile without a total length.
         """
-        total_length = self.total_length
-        if total_length is None:
+        index = self._total_index
+        if index < 0:
             raise ValueError(f"the {self.name} profile has no total length: a datagram is a packet")
-        marker = bytes(data[offset : offset + len(self.marker)])
-        if marker != self.marker:
-            raise BadMarker(f"packet starts with {marker!r}, not {self.marker!r}")
-        (size,) = total_length.unpack_from(data, offset + self.total_length_at)
-        self._check_size(size, "declared")
-        return int(size)
+        header = self.header.unpack_from(data, offset)
+        if header[0] != self.marker:
+            raise BadMarker(f"packet starts with {header[0]!r}, not {self.marker!r}")
+        size: int = header[index]
+        if size < self.min_packet or size > self.max_packet:
+            self._check_size(size, "declared")
+        return size
 
     def check_frame(self, data: bytes) -> None:
         """Validate one whole packet's header in OpenSIPS's order, or raise.
@@ -163,21 +166,24 @@ class WireFormat:
         ``data`` (``LengthMismatch`` otherwise).
         """
         size = len(data)
-        if self.total_length is not None:
-            if size < self.header_size:
-                raise PacketTooShort(
-                    f"{size} bytes are shorter than the {self.header_size}-byte header"
-                )
-            declared = self.packet_length(data)
-            if declared != size:
-                raise LengthMismatch(
-                    f"the header declares a {declared}-byte packet but {size} bytes were given"
-                )
-        elif size < self.min_packet or size > self.max_packet:
-            self._check_size(size, "datagram")
+        index = self._total_index
+        if index < 0:
+            if size < self.min_packet or size > self.max_packet:
+                self._check_size(size, "datagram")
+        elif size < self.header_size:
+            raise PacketTooShort(
+                f"{size} bytes are shorter than the {self.header_size}-byte header"
+            )
         header = self.header.unpack_from(data)
         if header[0] != self.marker:
             raise BadMarker(f"packet starts with {header[0]!r}, not {self.marker!r}")
+        if index >= 0:
+            declared = header[index]
+            if declared != size or size < self.min_packet or size > self.max_packet:
+                self._check_size(declared, "declared")
+                raise LengthMismatch(
+                    f"the header declares a {declared}-byte packet but {size} bytes were given"
+                )
         checksum = self.checksum
         if checksum is not None:
             check = header[self._checksum_index]
