@@ -48,9 +48,9 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
-from ..errors import DecodeError
+from ..errors import BadVersion, DecodeError
 from ..opensips40 import Trailer
 from ..reader import PacketReader
 from . import packets as p
@@ -205,6 +205,8 @@ class Transmit:
     """The destination node, or None to answer on the connection the request came in on."""
     reply_on: Hashable | None = None
     """The connection token given to :meth:`ClusterCore.receive`, when ``node_id`` is None."""
+    paced: bool = False
+    """A clusterer-extra packet (sync traffic): paced like module packets, not urgent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,9 +276,11 @@ class SyncFinished:
     received: int
 
 
-@dataclass(frozen=True, slots=True)
-class ModulePacket:
-    """A module packet that passed every check: the reader without its trailer."""
+class ModulePacket(NamedTuple):
+    """A module packet that passed every check: the reader without its trailer.
+
+    A named tuple rather than a frozen dataclass: one is built per packet received.
+    """
 
     capability: str
     packet: PacketReader
@@ -387,6 +391,8 @@ class ClusterCore:
         self._wall_start = wall_time
         self._cap_seq = max(1, int((wall_time - _SEQ_EPOCH) * 4))
         self._peers: dict[int, _Peer] = {}
+        self._ip_cache: dict[str, bool] = {}
+        self._timer_moved = True
         self._providers: dict[str, Provider] = {}
         self._sync_received: dict[tuple[int, str], int] = {}
         self._out: deque[Transmit] = deque()
@@ -414,6 +420,7 @@ class ClusterCore:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` should next run (None: nothing scheduled)."""
+        self._timer_moved = False
         deadline: float | None = None
         for peer in self._peers.values():
             due = self._due(peer)
@@ -434,13 +441,31 @@ class ClusterCore:
         ``connection`` is handed back in :class:`Transmit` for answers that go
         back on the connection the packet came in on.
         """
+        checked = self.receive_packet(packet, peer_ip, connection, now)
+        if checked is not None:
+            self._events.append(checked)
+
+    def receive_packet(
+        self, packet: PacketReader, peer_ip: str, connection: Hashable, now: float
+    ) -> ModulePacket | None:
+        """:meth:`receive`, returning a checked module packet instead of queueing its event.
+
+        The fast path for a shell: module traffic is most of what arrives, and
+        it changes no state. Everything else still comes out as events.
+        """
         module = packet.module
         if module == p.CLUSTERER_INTERNAL:
             self._receive_internal(packet, peer_ip, connection, now)
         elif module == p.CLUSTERER_EXTRA:
             self._receive_extra(packet, peer_ip, now)
         else:
-            self._receive_module(packet, peer_ip, now)
+            return self._receive_module(packet, peer_ip, now)
+        return None
+
+    @property
+    def has_output(self) -> bool:
+        """Whether packets or events wait, or the timer moved since :meth:`get_timer` last ran."""
+        return bool(self._out or self._events) or self._timer_moved
 
     # --- what the application asks ----------------------------------------------------
 
@@ -581,6 +606,7 @@ class ClusterCore:
             self._restart(peer, now)
 
     def _on_pong(self, peer: _Peer, now: float) -> None:
+        self._timer_moved = True
         peer.outstanding = False
         if peer.state is not NodeState.UP:
             self._set_state(peer, NodeState.UP)
@@ -682,22 +708,24 @@ class ClusterCore:
             self._restart(peer, now)
         return peer, rest
 
-    def _receive_module(self, reader: PacketReader, peer_ip: str, now: float) -> None:
+    def _receive_module(
+        self, reader: PacketReader, peer_ip: str, now: float
+    ) -> ModulePacket | None:
         module = reader.module
         version = self._versions.get(module)
         if version is None:
             self._refuse(RefusalReason.UNKNOWN_CAPABILITY, module)
-            return
+            return None
         checked = self._check_trailer(reader, peer_ip, now)
         if checked is None:
-            return
+            return None
         if reader.version != version:
             self._refuse(
                 RefusalReason.BAD_VERSION, f"{module} version {reader.version}, need {version}"
             )
-            return
+            return None
         peer, rest = checked
-        self._events.append(ModulePacket(module, rest, peer.node_id))
+        return ModulePacket(module, rest, peer.node_id)
 
     def _receive_extra(self, reader: PacketReader, peer_ip: str, now: float) -> None:
         checked = self._check_trailer(reader, peer_ip, now)
@@ -706,7 +734,7 @@ class ClusterCore:
         peer = checked[0]
         try:
             packet = p.parse(reader)
-        except p.BadVersion as error:
+        except BadVersion as error:
             self._refuse(RefusalReason.BAD_VERSION, str(error))
             return
         except DecodeError as error:
@@ -783,6 +811,7 @@ class ClusterCore:
             peer.last_ping = now
 
     def _ping(self, peer: _Peer, now: float) -> None:
+        self._timer_moved = True
         req_node_list = peer.state is not NodeState.UP
         self._send(p.Ping(self._cluster, self._id, req_node_list), peer.node_id)
         peer.last_ping = now
@@ -806,12 +835,16 @@ class ClusterCore:
             self._refuse(RefusalReason.MALFORMED, f"node {node_id}: {error}")
             return
         self._peers[node_id] = peer
+        self._ip_cache.clear()
+        self._timer_moved = True
         self._events.append(NodeAdded(node_id, info.url))
         # last_ping None: the next handle_timer (due at once) pings it.
 
     def _remove_peer(self, node_id: int) -> None:
         if self._peers.pop(node_id, None) is None:
             return
+        self._ip_cache.clear()
+        self._timer_moved = True
         for peer in self._peers.values():
             if node_id in peer.neighbours:
                 peer.neighbours.discard(node_id)
@@ -830,6 +863,7 @@ class ClusterCore:
             self._events.append(TopologyChanged(a, frozenset(peer.neighbours)))
 
     def _set_state(self, peer: _Peer, state: NodeState) -> None:
+        self._timer_moved = True
         old = peer.state
         if old is not state:
             peer.state = state
@@ -837,13 +871,18 @@ class ClusterCore:
             self._events.append(NodeStateChanged(peer.node_id, old, state))
 
     def _known_ip(self, peer_ip: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(peer_ip)
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(peer.ip == ip for peer in self._peers.values())
+        known = self._ip_cache.get(peer_ip)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(peer_ip)
+            except ValueError:
+                return False
+            if ip.version == 6 and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            known = any(peer.ip == ip for peer in self._peers.values())
+            if len(self._ip_cache) < 1024:
+                self._ip_cache[peer_ip] = known
+        return known
 
     def _send_cap_update(self, node_id: int, require_reply: bool, now: float) -> None:
         self._cap_seq += 1
@@ -863,7 +902,8 @@ class ClusterCore:
         return int(self._wall_start + (now - self._start))
 
     def _send(self, packet: p.ClustererPacket, node_id: int) -> None:
-        self._out.append(Transmit(packet.to_bytes(), node_id))
+        paced = isinstance(packet, p.ExtraPacket)
+        self._out.append(Transmit(packet.to_bytes(), node_id, paced=paced))
 
     def _refuse(self, reason: RefusalReason, detail: str) -> None:
         self.refusals[reason] += 1
