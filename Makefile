@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-endpoint clean fuzz soak
+.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-endpoint bench-backup clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(BENCH_INSTALLED)
 # Message.from_packet against reader.unpack of the same layout (target 1.2x for dialog CREATED).
 bench-typed: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_typed.py
+
+# A backup keeping a dialog table (raw and typed handlers) at fixed rates, and the
+# drop path against a bare uvloop protocol (about 3 minutes).
+bench-backup: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_backup.py
 
 # In-process receive, loopback loss-free rate and send rate, each against a bare baseline.
 bench-endpoint: $(INSTALLED)
