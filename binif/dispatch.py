@@ -324,8 +324,17 @@ class Dispatcher:
         allow = self.allow
         if allow is not None and not allow.allows(source[0]):
             return DropReason.SOURCE_NOT_ALLOWED
+        wire = self.wire
+        # The marker is the first check after the size in both profiles: foreign
+        # traffic of a valid size is refused here without raising an exception.
+        if (
+            type(data) is bytes
+            and not data.startswith(wire.marker)
+            and wire.min_packet <= len(data) <= wire.max_packet
+        ):
+            return DropReason.BAD_MARKER
         try:
-            reader = _parse(data, wire=self.wire)
+            reader = _parse(data, wire=wire)
         except DecodeError as exc:
             return reason_for(exc)
         return self.check(reader)
@@ -430,25 +439,47 @@ def _check_concurrency(route: Route, concurrency: int) -> None:
         )
 
 
+class LogGate:
+    """One key's state in a :class:`LogLimiter`: when it may log again, lines held back.
+
+    A hot path (the drop of a datagram) keeps its gate and compares the clock
+    with ``until`` itself, which costs no call while the key is quiet.
+    """
+
+    __slots__ = ("until", "held")
+
+    def __init__(self) -> None:
+        self.until = float("-inf")
+        """The clock value from which the next line may be logged."""
+        self.held = 0
+        """Lines not logged since the last one."""
+
+
 class LogLimiter:
     """At most one log line per key per ``interval`` seconds, counting the lines it held back.
 
     The clock is passed in (``now``), so the limiter is tested without waiting.
     """
 
-    __slots__ = ("logger", "interval", "_last", "_held")
+    __slots__ = ("logger", "interval", "_gates")
 
     def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
         self.logger = logger
         self.interval = interval
-        self._last: dict[object, float] = {}
-        self._held: dict[object, int] = {}
+        self._gates: dict[object, LogGate] = {}
+
+    def gate(self, key: object) -> LogGate:
+        """The gate of ``key``, made on first use; a line is due when ``now >= gate.until``."""
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = LogGate()
+        return gate
 
     def ready(self, key: object, now: float) -> bool:
         """True if a line for ``key`` may be logged now; otherwise count it as held back."""
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._held[key] = self._held.get(key, 0) + 1
+        gate = self.gate(key)
+        if now < gate.until:
+            gate.held += 1
             return False
         return True
 
@@ -462,8 +493,9 @@ class LogLimiter:
         exc_info: BaseException | None = None,
     ) -> None:
         """Log ``message % args`` for ``key`` (after :meth:`ready`), noting lines held back."""
-        self._last[key] = now
-        held = self._held.pop(key, 0)
+        gate = self.gate(key)
+        gate.until = now + self.interval
+        held, gate.held = gate.held, 0
         if held:
             message += " (%d similar suppressed)"
             args = (*args, held)

@@ -214,8 +214,7 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
                 self._admit(lane, result, addr)
             else:
                 self._drop(DropReason.QUEUE_FULL, addr, data, result.module)
-        else:
-            assert isinstance(result, DropReason)
+        elif isinstance(result, DropReason):
             self._drop(result, addr, data, None)
 
     # --- sending -------------------------------------------------------------------------

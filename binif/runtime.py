@@ -167,6 +167,7 @@ class Runtime:
         self._core = Dispatcher(wire=wire, allow=allow)
         self._counters = counters
         self._limiter = LogLimiter(logger, log_interval)
+        self._drop_gates = {reason: self._limiter.gate(reason) for reason in DropReason}
         self._lanes: dict[str, Lane] = {}
         self._retiring: set[Lane] = set()
         self._state: State = "new"
@@ -409,22 +410,28 @@ class Runtime:
                 waiter.set_result(None)
 
     def _drop(self, reason: DropReason, source: Address, data: bytes, module: str | None) -> None:
-        """Count a drop of the packet ``data`` from ``source`` and log it, rate-limited."""
+        """Count a drop of the packet ``data`` from ``source`` and log it, rate-limited.
+
+        The drop path of a flood: while the reason's log line is not due, a drop
+        costs a counter, a clock read and a comparison.
+        """
         self._counters.drops[reason] += 1
         now = time.monotonic()
-        limiter = self._limiter
-        if limiter.ready(reason, now):
-            limiter.emit(
-                reason,
-                now,
-                logging.INFO if reason is DropReason.UNKNOWN_MODULE else logging.WARNING,
-                "dropped %d-byte %s from %s: %s (%s)",
-                len(data),
-                self._unit,
-                format_address(source),
-                reason.value,
-                self._explain(reason, data, module),
-            )
+        gate = self._drop_gates[reason]
+        if now < gate.until:
+            gate.held += 1
+            return
+        self._limiter.emit(
+            reason,
+            now,
+            logging.INFO if reason is DropReason.UNKNOWN_MODULE else logging.WARNING,
+            "dropped %d-byte %s from %s: %s (%s)",
+            len(data),
+            self._unit,
+            format_address(source),
+            reason.value,
+            self._explain(reason, data, module),
+        )
 
     def _explain(self, reason: DropReason, data: bytes, module: str | None) -> str:
         """A human detail for a drop log line; only computed when a line is logged."""

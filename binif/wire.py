@@ -187,7 +187,11 @@ class WireFormat:
         checksum = self.checksum
         if checksum is not None:
             check = header[self._checksum_index]
-            actual = checksum(memoryview(data)[self.header_size :])
+            # Copying a small body is cheaper than making a memoryview of it.
+            body = (
+                data[self.header_size :] if size <= 4096 else memoryview(data)[self.header_size :]
+            )
+            actual = checksum(body)
             if actual != check:
                 raise BadChecksum(
                     f"checksum in header is {check:#010x} but the body's is {actual:#010x}"

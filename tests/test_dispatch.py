@@ -23,6 +23,7 @@ from binif import (
     ANY_MODULE,
     DATAGRAM,
     DATAGRAM_BIG_ENDIAN,
+    STREAM,
     AddressTypeError,
     AlreadyRegistered,
     DecodeError,
@@ -35,7 +36,7 @@ from binif import (
 )
 from binif.dispatch import AllowList, Dispatcher, LogLimiter, Route, Target, reason_for
 from binif.stats import Counters, udp_kernel_drops
-from binif.wire import STREAM
+from binif.wire import WireFormat
 
 VECTORS = Path(__file__).parent / "vectors" / "opensips-2.1"
 SOURCE = ("127.0.0.1", 5062)
@@ -120,6 +121,29 @@ def test_classify_too_long_and_malformed() -> None:
     assert dispatcher.classify(zero_name, SOURCE) is DropReason.MALFORMED
     not_utf8 = DATAGRAM.frame(struct.pack("<i", 2) + b"\xff\xfe" + struct.pack("<i", 1))
     assert dispatcher.classify(not_utf8, SOURCE) is DropReason.MALFORMED
+
+
+@pytest.mark.parametrize("wire", [DATAGRAM, STREAM], ids=lambda wire: wire.name)
+def test_a_wrong_marker_is_judged_after_the_size_as_the_parser_does(wire: WireFormat) -> None:
+    """The dispatcher refuses a foreign marker without parsing, in the parser's order."""
+    dispatcher = Dispatcher(wire=wire)
+    dispatcher.register("dialog", raw_handler)
+    version = 1 if wire.has_version else None
+    writer = PacketWriter("dialog", 3, wire=wire, version=version).pack("sss", "c", "f", "t")
+    good = writer.to_bytes()
+    for data in (
+        b"XXXX" + good[4:],  # a valid size: bad marker
+        b"XXXX" + bytes(wire.min_packet - 5),  # one byte short: too short first
+        b"XXXX" + bytes(wire.max_packet - 3),  # one byte over: too long first (datagram)
+        b"P4C",
+    ):
+        with pytest.raises(DecodeError) as caught:
+            PacketReader.parse(data, wire=wire)
+        assert dispatcher.classify(data, SOURCE) is reason_for(caught.value)
+    assert dispatcher.classify(b"XXXX" + good[4:], SOURCE) is DropReason.BAD_MARKER
+    for kind in (bytes, bytearray, memoryview):
+        verdict = dispatcher.classify(kind(good), SOURCE)
+        assert isinstance(verdict, PacketReader) and verdict.unpack("sss") == (b"c", b"f", b"t")
 
 
 def test_classify_big_endian_wire() -> None:
@@ -406,6 +430,25 @@ def test_log_limiter_one_line_per_key_per_interval(caplog: pytest.LogCaptureFixt
         assert limiter.log("a", 11.0, logging.WARNING, "drop %s", "y")
     messages = [record.getMessage() for record in caplog.records]
     assert messages == ["drop x", "other", "drop y (2 similar suppressed)"]
+
+
+def test_log_gate_is_the_limiters_state_for_one_key(caplog: pytest.LogCaptureFixture) -> None:
+    """A hot path holding a key's gate may test and count without calling the limiter."""
+    limiter = LogLimiter(logging.getLogger("binif.test"), interval=1.0)
+    gate = limiter.gate("k")
+    assert limiter.gate("k") is gate and gate.held == 0
+    with caplog.at_level(logging.INFO, logger="binif.test"):
+        assert gate.until <= 5.0
+        limiter.emit("k", 5.0, logging.WARNING, "first")
+        assert gate.until == 6.0
+        gate.held += 3  # what a hot path does while 5.0 <= now < 6.0
+        assert not limiter.ready("k", 5.5)
+        assert limiter.log("k", 6.0, logging.WARNING, "second")
+    assert [record.getMessage() for record in caplog.records] == [
+        "first",
+        "second (4 similar suppressed)",
+    ]
+    assert gate.held == 0
 
 
 # --- stats ------------------------------------------------------------------------------
