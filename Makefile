@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-endpoint bench-backup clean fuzz soak
+.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-framing bench-endpoint bench-backup clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-endpoint: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_endpoint.py
 
 # TCP receive against a hand-written asyncio Protocol, send against transport.write, the flood.
+# StreamDecoder against a hand-written framing loop, in three splits of the same stream.
+bench-framing: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_framing.py
+
 bench-stream: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_stream.py
 

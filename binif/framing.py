@@ -92,31 +92,35 @@ class StreamDecoder:
         packets: list[PacketReader] = []
         end = len(chunk)
         pos = 0
-        header_size = self.wire.header_size
-        packet_length = self.wire.packet_length
         wire = self.wire
+        header_size = wire.header_size
+        packet_length = wire.packet_length
+        # Slicing bytes copies once; a bytearray is sliced through a view for the same.
+        view = chunk if type(chunk) is bytes else memoryview(chunk)
+        error: DecodeError | None = None
         try:
-            with memoryview(chunk) as view:
-                while end - pos >= header_size:
-                    stop = pos + packet_length(view, pos)
-                    if stop > end:
-                        break
-                    if pos == 0 and stop == end and type(chunk) is bytes:
-                        packet = chunk  # exactly one packet fed: no copy
-                    else:
-                        packet = bytes(view[pos:stop])
-                    # packet_length checked the header: what is left is the head.
-                    packets.append(_first_field(packet, wire))
-                    pos = stop
+            while end - pos >= header_size:
+                stop = pos + packet_length(view, pos)
+                if stop > end:
+                    break
+                # Exactly one packet fed as bytes is kept as it is, with no copy.
+                packet = chunk if stop - pos == end and view is chunk else bytes(view[pos:stop])
+                # packet_length checked the header: what is left is the head.
+                packets.append(_first_field(packet, wire))
+                pos = stop
         except DecodeError as exc:
-            self._error = exc
-            self._consumed += pos
+            error = exc
+        finally:
+            if view is not chunk:
+                view.release()  # type: ignore[union-attr]
+        self._consumed += pos
+        if error is not None:
+            self._error = error
             buffer.clear()
             if not packets:
                 self._raised = True
-                raise
+                raise error
             return packets
-        self._consumed += pos
         left = end - pos
         if chunk is buffer:
             del buffer[:pos]
