@@ -16,7 +16,10 @@ At the end the run checks, and exits 1 if any fails:
   sent == received + kernel drops (the socket's drops in /proc/net/udp);
   received == handled + handler errors + timeouts + drops by reason;
   no handler accepted a packet that was not valid, none twice;
-  without kernel drops, each outcome matches what the senders sent exactly;
+  without kernel drops, each outcome matches what the senders sent exactly
+  ("checks": "exact"); with kernel drops, which datagrams were lost is unknown,
+  so only bounds hold ("checks": "bounds"): the figures say which branch ran,
+  and a run that must be exact retries at a lower rate (tests/test_soak.py);
   the endpoint still handles packets after the flood;
   RSS settled (grew less than --rss-slack MB over the second half of the run).
 """
@@ -408,7 +411,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         f" + pending {stats.pending}",
     )
     not_allowed = stats.drops[DropReason.SOURCE_NOT_ALLOWED]
-    if kernel == 0:
+    checks = "exact" if kernel == 0 else "bounds"
+    if checks == "exact":
         check(stats.handled == expected[HANDLED], f"handled {stats.handled} != {expected[HANDLED]}")
         check(
             stats.handler_errors == expected[HANDLER_ERROR],
@@ -464,6 +468,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         rss_mb_end=round(rss[-1][1], 1),
         rss_mb_growth_second_half=round(rss_growth, 1),
         probe_after_flood=f"{probe_handled}/{args.probe}",
+        checks=checks,
         violations=violations,
     )
     return figures
@@ -493,7 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     if figures["violations"]:
         print("SOAK FAILED:", *figures["violations"], sep="\n  ", file=sys.stderr)
         return 1
-    print("soak passed: every datagram accounted for")
+    if figures["checks"] == "exact":
+        print("soak passed: every datagram accounted for; outcomes exactly as sent")
+    else:
+        print(
+            f"soak passed: every datagram accounted for; {figures['kernel_drops']} kernel drops,"
+            " so outcomes were checked against bounds only (lower --rate for the exact check)"
+        )
     return 0
 
 

@@ -1,11 +1,14 @@
 """Fuzz targets: plain functions of one ``bytes`` input, importable without atheris.
 
 Each target feeds its input to binif and checks what came out. A
-:class:`~binif.BinError` subclass is the codec saying "malformed" or "cannot
-encode" and is fine; any other exception (an ``AssertionError`` from an oracle
-here included) is a bug. The regression test replays every saved input through
-these same functions, so an input's meaning must never change: the decoding of
-inputs below is ours and deterministic, not atheris's ``FuzzedDataProvider``.
+:class:`~binif.BinError` subclass from the step that takes the input (parse,
+build) is the codec saying "malformed" or "cannot encode" and is fine; any other
+exception (an ``AssertionError`` from an oracle here included) is a bug, and so
+is a ``BinError`` from a check step (parsing back what was built, rebuilding
+what was read, encoding what was decoded): :func:`_checked` turns it into one.
+The regression test replays every saved input through these same functions, so
+an input's meaning must never change: the decoding of inputs below is ours and
+deterministic, not atheris's ``FuzzedDataProvider``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import functools
 import ipaddress
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,15 @@ KNOWN_LAYOUTS = (
     "ssssssssssssiiiis",  # ul 3, 4
     "ssssi",  # ul 5
 )
+
+
+@contextlib.contextmanager
+def _checked(step: str) -> Iterator[None]:
+    """Run a check step: a BinError there is a bug of the codec, not a verdict on the input."""
+    try:
+        yield
+    except BinError as exc:
+        raise AssertionError(f"{step} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _layout_from(selector: int) -> str:
@@ -158,6 +170,12 @@ def _read(packet: bytes, wire: WireFormat, selector: int) -> None:
         reader = PacketReader.parse(packet, wire=wire)
     except DecodeError:
         return
+    # The readers' own FieldErrors are compared inside; anything else is a bug.
+    with _checked(f"reading a parsed {wire.name} packet"):
+        _check_reader(reader, packet, wire, selector)
+
+
+def _check_reader(reader: PacketReader, packet: bytes, wire: WireFormat, selector: int) -> None:
     assert reader.data == packet and reader.index == 0
     name = reader.module.encode()
     assert reader.offset == wire.header_size + 4 + len(name) + 4
@@ -303,7 +321,6 @@ def writer(data: bytes) -> None:
     """Build the packet the input describes two ways, then parse it back exactly."""
     flags, module, command, fields = _decode_writer_input(data)
     wire = WIRES[flags & 1]
-    layout = "".join(kind for kind, _ in fields)
     values = [value for _, value in fields]
     name_size = len(_as_bytes(module))
     size = wire.header_size + 4 + name_size + 4
@@ -335,6 +352,20 @@ def writer(data: bytes) -> None:
         return
     assert size <= wire.max_packet and built.size == size and built.field_count == len(fields)
 
+    with _checked("building the same packet with pack(), then parsing it back"):
+        _check_built(built, module, command, fields, wire, size)
+
+
+def _check_built(
+    built: PacketWriter,
+    module: str,
+    command: int,
+    fields: list[tuple[str, StrOrInt]],
+    wire: WireFormat,
+    size: int,
+) -> None:
+    layout = "".join(kind for kind, _ in fields)
+    values = [value for _, value in fields]
     at_once = PacketWriter(module, command, wire=wire).pack(layout, *values)
     assert at_once.size == size
     if size < wire.min_packet:
@@ -436,7 +467,8 @@ def dispatch(data: bytes) -> None:
     if control & 16 and len(datagram) >= wire.header_size:
         datagram = wire.frame(datagram[wire.header_size :])
 
-    verdict = dispatcher.classify(datagram, source)
+    with _checked("classify (the endpoint's receive path must never raise)"):
+        verdict = dispatcher.classify(datagram, source)
     allowed = _source_allowed(source[0])
     if verdict is DropReason.SOURCE_NOT_ALLOWED:
         assert not allowed, f"{source} refused"
@@ -466,7 +498,9 @@ def dispatch(data: bytes) -> None:
         message = decode(verdict)
     except DecodeError:
         return
-    assert message.to_bytes(wire=wire) == datagram, "message did not encode back to its packet"
+    with _checked("encoding the decoded message back"):
+        encoded = message.to_bytes(wire=wire)
+    assert encoded == datagram, "message did not encode back to its packet"
 
 
 _Decoded = tuple[list[bytes], str | None, int, int]
@@ -528,9 +562,10 @@ def stream(data: bytes) -> None:
     assert b"".join(packets) == payload[:offset]
     if error is None:
         assert offset + buffered == len(payload)
-    for packet in packets:
-        assert wire.packet_length(packet) == len(packet)
-        PacketReader.parse(packet, wire=wire)
+    with _checked("parsing a packet the stream decoder returned"):
+        for packet in packets:
+            assert wire.packet_length(packet) == len(packet)
+            PacketReader.parse(packet, wire=wire)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -86,6 +86,28 @@ def test_only_bin_errors_are_accepted() -> None:
         targets.run_one(buggy, b"")
 
 
+@pytest.mark.parametrize(
+    ("name", "owner", "attribute"),
+    [
+        ("writer", binif.PacketReader, "unpack"),  # parsing back what the writer built
+        ("codec", binif.PacketWriter, "pack"),  # rebuilding the fields the reader walked
+        ("dispatch", binif.Message, "to_bytes"),  # encoding the message it decoded
+    ],
+)
+def test_a_bin_error_in_a_check_step_is_a_failure(
+    name: str, owner: type, attribute: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the step that takes the input may answer with a BinError; a check step may not."""
+
+    def cut(*args: object, **kwargs: object) -> None:
+        raise binif.TruncatedField("cut short by the test", index=0, offset=0)
+
+    monkeypatch.setattr(owner, attribute, cut)
+    with pytest.raises(AssertionError, match="raised TruncatedField: cut short by the test"):
+        for data in targets.seeds(name):
+            targets.run_one(targets.TARGETS[name], data)
+
+
 def test_codec_oracle_catches_a_wrong_pop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The codec target notices an int read wrong (so its checks can fail)."""
     real_pop_int = binif.PacketReader.pop_int
