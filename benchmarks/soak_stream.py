@@ -1,15 +1,16 @@
 """Stream soak: one good peer's packets must all arrive, in order, while hostile clients attack.
 
     python benchmarks/soak_stream.py --packets 1000000     # make soak
-    python benchmarks/soak_stream.py --packets 20000 --hostile 60   # in make test
+    python benchmarks/soak_stream.py --packets 20000 --hostile 6    # in make test
 
 A good peer (a process of its own, a ``StreamEndpoint`` sending with ``await
 send`` as fast as it can) sends ``--packets`` numbered packets to one
-``StreamEndpoint``. Meanwhile a hostile process opens connections, each of one
+``StreamEndpoint``. All the while (and for at least ``--hostile`` rounds) a
+hostile process attacks in rounds, every kind at once, each connection of one
 kind: random garbage, an oversized or undersized length, valid packets then
-garbage, half a packet that stalls, and bursts of more idle connections than
-``max_connections`` allows (held until the refused ones are closed, then
-closed by the client).
+garbage, half a packet that stalls; every third round a burst of more idle
+connections than ``max_connections`` allows (held until the refused ones are
+closed, then closed by the client).
 
 At the end the run checks, and exits 1 if any fails:
   the good peer raised nothing and the handler saw 0..N-1 exactly, in order;
@@ -144,19 +145,33 @@ async def crowd(
 
 
 def hostile_main(
-    address: tuple[str, int], rounds: int, limit: int, wait: float, seed: int, report: Connection
+    address: tuple[str, int],
+    rounds: int,
+    limit: int,
+    wait: float,
+    seed: int,
+    good_done: Any,
+    report: Connection,
 ) -> None:
+    """Attack in rounds, every kind at once in each, until the good peer is done (and at
+    least ``rounds`` rounds); a crowd every third round."""
+
     async def run() -> dict[str, int]:
         rng = random.Random(seed)
         tally: Counter[str] = Counter()
-        for number in range(rounds):
-            kind = KINDS[number % len(KINDS)]
-            if kind == "crowd":
-                await crowd(address, rng.randint(1, 5), limit, wait, tally)
-            else:
-                await asyncio.gather(
-                    *(one_attack(kind, address, rng, wait, tally) for _ in range(3))
-                )
+        number = 0
+        while number < rounds or not good_done.is_set():
+            attacks = [
+                one_attack(kind, address, rng, wait, tally)
+                for kind in KINDS
+                if kind != "crowd"
+                for _ in range(2)
+            ]
+            if number % 3 == 2:
+                attacks.append(crowd(address, rng.randint(1, 5), limit, wait, tally))
+            await asyncio.gather(*attacks)
+            number += 1
+        tally["rounds"] = number
         return dict(tally)
 
     report.send(binif.run(run()))
@@ -196,6 +211,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         ctx = mp.get_context("spawn")
         good_pipe, good_theirs = ctx.Pipe()
         bad_pipe, bad_theirs = ctx.Pipe()
+        good_done = ctx.Event()
         good_proc = ctx.Process(target=good_main, args=(address, args.packets, good_theirs))
         good_proc.start()
         await asyncio.sleep(0)
@@ -207,6 +223,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 args.max_connections,
                 args.read_timeout * 4 + 2,
                 args.seed,
+                good_done,
                 bad_theirs,
             ),
         )
@@ -216,6 +233,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         while good_proc.is_alive() or bad_proc.is_alive():
             await asyncio.sleep(0.25)
             rss.append((time.monotonic() - began, rss_mb()))
+            if not good_proc.is_alive():
+                good_done.set()
         good = await asyncio.to_thread(good_pipe.recv)
         bad: dict[str, int] = await asyncio.to_thread(bad_pipe.recv)
         good_proc.join()
@@ -270,6 +289,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "good_handled_in_order": expected_seq - out_of_order,
         "good_seconds": round(good["seconds"], 2),
         "good_rate": round(good["sent"] / good["seconds"]) if good["seconds"] else 0,
+        "hostile_rounds": bad.get("rounds", 0),
         "hostile_connections": opened,
         "closed_by_endpoint": closed_seen,
         "held_then_closed_by_client": bad.get("held_then_closed_by_client", 0),
@@ -288,7 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; exit status 1 on any violation."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000, help="the good peer's")
-    parser.add_argument("--hostile", type=int, default=600, help="rounds of attacks")
+    parser.add_argument(
+        "--hostile",
+        type=int,
+        default=30,
+        help="rounds of attacks at least (more while the good peer sends)",
+    )
     parser.add_argument("--max-connections", type=int, default=16)
     parser.add_argument("--read-timeout", type=float, default=0.5)
     parser.add_argument("--queue-size", type=int, default=binif.runtime.DEFAULT_QUEUE_SIZE)

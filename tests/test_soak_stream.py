@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 def test_small_stream_soak_loses_nothing_and_closes_every_hostile_connection(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status = soak_stream.main(["--json", "--packets", "20000", "--hostile", "12"])
+    status = soak_stream.main(["--json", "--packets", "20000", "--hostile", "6"])
     figures = json.loads(capsys.readouterr().out.splitlines()[0])
     assert figures["violations"] == [] and status == 0
     assert figures["good_handled_in_order"] == 20000

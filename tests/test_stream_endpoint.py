@@ -206,3 +206,24 @@ async def test_stats_pickle_with_the_connection_counters() -> None:
     again = pickle.loads(pickle.dumps(stats))
     assert type(again) is binif.StreamStats and again == stats
     assert again.as_dict()["connections_closed"]["max_connections"] == 0
+
+
+async def test_packets_sent_back_on_our_outbound_connection_are_dispatched() -> None:
+    """OpenSIPS answers an unknown node on the connection the request came in on."""
+    got = Collector()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(len(numbered(1)))
+        writer.write(numbered(42))
+        await writer.drain()
+        await reader.read()  # until the endpoint closes its side
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    async with server, StreamEndpoint(None) as tx:
+        tx.register("dialog", got)
+        address = server.sockets[0].getsockname()
+        await tx.send(numbered(1), address)
+        await wait_until(lambda: got.count() == 1)
+        assert got.seen == {"dialog": [42]} and got.sources == {address}
+        assert tx.stats.links_open == 1 and tx.stats.connections_accepted == 0
