@@ -227,3 +227,25 @@ async def test_packets_sent_back_on_our_outbound_connection_are_dispatched() -> 
         await wait_until(lambda: got.count() == 1)
         assert got.seen == {"dialog": [42]} and got.sources == {address}
         assert tx.stats.links_open == 1 and tx.stats.connections_accepted == 0
+
+
+async def test_concurrent_sends_to_a_new_peer_share_one_connection() -> None:
+    got = Collector()
+    async with StreamEndpoint() as rx, StreamEndpoint(None) as tx:
+        rx.register("dialog", got)
+        await asyncio.gather(*(tx.send(numbered(seq), rx.local_address) for seq in range(50)))
+        await wait_until(lambda: got.count() == 50)
+        assert sorted(got.seen["dialog"]) == list(range(50))
+        assert tx.stats.connects == 1 and rx.stats.connections_accepted == 1
+
+
+async def test_close_while_a_send_waits_for_a_connection_raises_endpoint_not_running() -> None:
+    port = free_tcp_port("127.0.0.1")
+    tx = StreamEndpoint(None, connect_timeout=30.0, backoff_max=0.05)
+    await tx.start()
+    sending = asyncio.ensure_future(tx.send(numbered(1), ("127.0.0.1", port)))
+    await wait_until(lambda: tx.stats.connect_failures >= 1)
+    await tx.close()
+    with pytest.raises(EndpointNotRunning):
+        await sending
+    assert tx.stats.packets_sent == 0
