@@ -711,6 +711,32 @@ class ClusterCore:
     def _receive_module(
         self, reader: PacketReader, peer_ip: str, now: float
     ) -> ModulePacket | None:
+        # The fast path, taken by every packet that passes: the same checks as
+        # _checked_module below, without naming a reason (most packets are these).
+        version = self._versions.get(reader.module)
+        if version is not None and reader.version == version:
+            try:
+                dst, rest = reader.pop_back_int()
+                src, rest = rest.pop_back_int()
+                cluster, rest = rest.pop_back_int()
+            except DecodeError:
+                pass
+            else:
+                peer = self._peers.get(src)
+                if (
+                    peer is not None
+                    and cluster == self._cluster
+                    and dst == self._id
+                    and peer.state is not NodeState.DOWN
+                    and self._ip_cache.get(peer_ip)
+                ):
+                    return ModulePacket(reader.module, rest, src)
+        return self._checked_module(reader, peer_ip, now)
+
+    def _checked_module(
+        self, reader: PacketReader, peer_ip: str, now: float
+    ) -> ModulePacket | None:
+        """Every check in OpenSIPS's order, refusing with the first reason that applies."""
         module = reader.module
         version = self._versions.get(module)
         if version is None:

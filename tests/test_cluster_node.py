@@ -1,0 +1,387 @@
+"""binif.cluster.Node over real loopback TCP: a simulated OpenSIPS peer, then two binif nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from binif import STREAM, PacketReader
+from binif.cluster import Node, NodeState
+from binif.cluster import packets as p
+from binif.opensips40 import DialogCreated, DialogDeleted
+from tests.vectors import VECTORS
+
+pytestmark = pytest.mark.both_loops
+
+FOLDER = VECTORS / "opensips-4.0"
+ROOT = Path(__file__).resolve().parent.parent
+DLG = "dialog-dlg-repl"
+FAST = {"ping_interval": 0.3, "ping_timeout": 0.2, "ping_retries": 3}
+
+
+def vector(name: str) -> bytes:
+    return (FOLDER / name).read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def with_trailer(data: bytes, cluster: int, src: int, dst: int) -> bytes:
+    return data[:-12] + struct.pack("<iii", cluster, src, dst)
+
+
+def with_source(data: bytes, src: int) -> bytes:
+    """A clusterer-internal packet with another src_node_id (the body's second int)."""
+    name_len = struct.unpack_from("<H", data, 10)[0]
+    at = 12 + name_len + 4 + 4
+    return data[:at] + struct.pack("<i", src) + data[at + 4 :]
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (polling the loop, bounded) until ``check()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+class FakeOpenSIPS:
+    """Node 1 of the cluster as OpenSIPS 4.0.1 behaves on the wire, scripted by the test.
+
+    It listens on its URL (packets the node sends arrive there, on the node's
+    own connection), answers on that same connection when told to (UNKNOWN_ID),
+    and sends its own packets on its own connection to the node's listener.
+    """
+
+    def __init__(self, port: int, node_port: int) -> None:
+        self.port = port
+        self.node_port = node_port
+        self.answers_pings = False
+        """Once the node is known: answer its PINGs with PONGs, as OpenSIPS does."""
+        self.received: asyncio.Queue[PacketReader] = asyncio.Queue()
+        self.inbound: asyncio.StreamWriter | None = None
+        self.outbound: asyncio.StreamWriter | None = None
+        self.server: asyncio.Server | None = None
+        self.connecting = asyncio.Lock()
+        self.closer: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> FakeOpenSIPS:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.closer is not None:
+            await self.closer
+        for writer in (self.inbound, self.outbound):
+            if writer is not None:
+                writer.close()
+        assert self.server is not None
+        self.server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.inbound = writer
+        try:
+            while True:
+                head = await reader.readexactly(8)
+                size = struct.unpack_from("<I", head, 4)[0]
+                rest = await reader.readexactly(size - 8)
+                packet = PacketReader.parse(head + rest, wire=STREAM)
+                self.received.put_nowait(packet)
+                if self.answers_pings and (packet.module, packet.command) == (
+                    p.CLUSTERER_INTERNAL,
+                    p.PacketType.PING,
+                ):
+                    await self.send(vector("join-clusterer-pong-2.bin"))  # PONG from node 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    async def next(self, *types: p.PacketType, timeout: float = 5.0) -> p.ClustererPacket:
+        """The next clusterer packet of one of ``types`` (others skipped: pings, pongs)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                packet = p.parse(await self.received.get())
+                if packet.TYPE in types:
+                    return packet
+
+    async def next_raw(self, module: str, timeout: float = 5.0) -> PacketReader:
+        async with asyncio.timeout(timeout):
+            while True:
+                reader = await self.received.get()
+                if reader.module == module:
+                    return reader
+
+    @staticmethod
+    async def _close_at_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The node never writes on our connection: its end of stream means it closes."""
+        await reader.read()
+        writer.close()
+
+    def reply(self, data: bytes) -> None:
+        """Write on the connection the node opened to us."""
+        assert self.inbound is not None
+        self.inbound.write(data)
+
+    async def send(self, data: bytes) -> None:
+        """Write on our own connection to the node's listener."""
+        async with self.connecting:
+            if self.outbound is None:
+                reader, self.outbound = await asyncio.open_connection("127.0.0.1", self.node_port)
+                self.closer = asyncio.ensure_future(self._close_at_eof(reader, self.outbound))
+        self.outbound.write(data)
+        await self.outbound.drain()
+
+
+async def join(node: Node, peer: FakeOpenSIPS) -> None:
+    """Take the node through the join the vectors show, as node 1."""
+    ping = await peer.next(p.PacketType.PING)
+    assert ping == p.Ping(1, 3, req_node_list=True)
+    peer.reply(with_source(vector("join-clusterer-unknown-id-1.bin"), 1))
+    description = await peer.next(p.PacketType.NODE_DESCRIPTION)
+    captured = p.parse_bytes(vector("join-clusterer-node-description-1.bin"))
+    assert isinstance(captured, p.NodeDescription)
+    # The node's own description: what node 2 flooded, before node 2 added itself
+    # (the test's node listens on a free port instead of 5557).
+    url = node.config.url
+    assert description == dataclasses.replace(
+        captured, info=dataclasses.replace(captured.info, url=url), path=(3,)
+    )
+    await peer.next(p.PacketType.PING)
+    peer.answers_pings = True
+    await peer.send(vector("join-clusterer-pong-2.bin"))  # PONG from node 1
+    await node.wait_up(1, timeout=5)
+    update = await peer.next(p.PacketType.CAP_UPDATE)
+    assert isinstance(update, p.CapabilityUpdate)
+    assert update.require_reply and update.nodes == (p.NodeCapabilities(3, ((DLG, 0),)),)
+
+
+@pytest.fixture
+async def opensips() -> AsyncIterator[tuple[Node, FakeOpenSIPS]]:
+    peer_port, node_port = free_port(), free_port()
+    node = Node(
+        cluster_id=1,
+        node_id=3,
+        url=f"bin:127.0.0.1:{node_port}",
+        seeds={1: f"bin:127.0.0.1:{peer_port}"},
+        capabilities=[DLG],
+        sip_addr="127.0.0.1:5062",
+        **FAST,  # type: ignore[arg-type]
+    )
+    async with FakeOpenSIPS(peer_port, node_port) as peer, node:
+        yield node, peer
+
+
+async def test_joins_an_opensips_node_as_the_vectors_show(
+    opensips: tuple[Node, FakeOpenSIPS],
+) -> None:
+    node, peer = opensips
+    await join(node, peer)
+    assert node.nodes[1].state is NodeState.UP
+    # Node 1 pings: the PONG comes back in time, on the node's own connection.
+    started = time.monotonic()
+    await peer.send(vector("join-clusterer-ping-1.bin"))
+    pong = await peer.next(p.PacketType.PONG)
+    assert time.monotonic() - started < 0.2  # the ping timeout
+    assert pong.to_bytes() == with_source(vector("clusterer-pong-1.bin"), 3)
+    # Topology and capabilities from node 1; the CAP_UPDATE asks for a reply.
+    await peer.send(vector("join-clusterer-full-top-update-1.bin"))
+    await peer.send(vector("join-clusterer-cap-update-1.bin"))
+    answer = await peer.next(p.PacketType.CAP_UPDATE)
+    assert isinstance(answer, p.CapabilityUpdate)
+    assert not answer.require_reply and answer.nodes == (p.NodeCapabilities(3, ((DLG, 0),)),)
+    await until(lambda: node.nodes[1].capabilities == {DLG: 0})
+    assert node.nodes[1].neighbours == {3}
+
+
+async def test_replication_reaches_typed_handlers_and_foreign_packets_are_refused(
+    opensips: tuple[Node, FakeOpenSIPS],
+) -> None:
+    node, peer = opensips
+    created: list[tuple[str, int]] = []
+    deleted: list[str] = []
+
+    @node.on(DialogCreated)
+    async def on_created(dialog: DialogCreated, node_id: int) -> None:
+        created.append((dialog.callid, node_id))
+
+    @node.on(DialogDeleted)
+    async def on_deleted(dialog: DialogDeleted, node_id: int) -> None:
+        deleted.append(dialog.callid)
+
+    await join(node, peer)
+    await peer.send(vector("join-dialog-create-1.bin"))
+    await peer.send(vector("join-dialog-delete-2.bin"))  # for node 2: refused
+    await peer.send(vector("join-dialog-delete-1.bin"))
+    await until(lambda: len(deleted) == 1)
+    assert created == [("rig40-call-1-2cbd38cc", 1)]
+    assert deleted == ["rig40-call-1-2cbd38cc"]
+    assert node.stats.refusals["not_for_this_node"] == 1
+    assert node.stats.handled == 2
+
+
+async def test_sync_from_opensips_and_no_answer_without_provider(
+    opensips: tuple[Node, FakeOpenSIPS],
+) -> None:
+    node, peer = opensips
+    synced: list[str] = []
+
+    @node.on(DialogCreated)
+    async def on_created(dialog: DialogCreated, node_id: int) -> None:
+        synced.append(dialog.callid)
+
+    await join(node, peer)
+    # Node 1 advertises dialog-dlg-repl ready (seq 8, as captured).
+    await peer.send(vector("join-clusterer-cap-update-3.bin"))
+    syncing = asyncio.ensure_future(node.sync(DLG, timeout=5))
+    request = await peer.next(p.PacketType.SYNC_REQ)
+    assert request.to_bytes() == with_trailer(vector("join-clusterer-sync-req-1.bin"), 1, 3, 1)
+    await peer.send(with_trailer(vector("join-clusterer-sync-1.bin"), 1, 1, 3))
+    await peer.send(with_trailer(vector("join-clusterer-sync-end-1.bin"), 1, 1, 3))
+    result = await syncing
+    assert (result.donor, result.announced, result.received, result.delivered) == (1, 1, 1, 1)
+    assert synced == ["inject-1@thirdparty"]
+    # Node 1 asks us for a sync: without a provider the node is no donor and stays silent.
+    await peer.send(with_trailer(vector("clusterer-sync-req-1.bin"), 1, 1, 3))
+    await until(lambda: node.stats.sync_requests_declined == 1)
+    await peer.send(vector("join-clusterer-ping-1.bin"))
+    await peer.next(p.PacketType.PONG)
+    while not peer.received.empty():
+        assert p.parse(peer.received.get_nowait()).TYPE not in (
+            p.PacketType.SYNC,
+            p.PacketType.SYNC_END,
+        )
+
+
+async def test_a_silent_opensips_node_goes_probing_then_down(
+    opensips: tuple[Node, FakeOpenSIPS],
+) -> None:
+    node, peer = opensips
+    await join(node, peer)
+    peer.answers_pings = False
+    await node.wait_state(1, NodeState.PROBING, timeout=3)
+    await node.wait_state(1, NodeState.DOWN, timeout=3)
+    with pytest.raises(Exception, match="not up"):
+        await node.send(DialogCreated.with_defaults(callid="x", h_id=1), 1)
+
+
+async def test_sends_are_paced_per_peer(opensips: tuple[Node, FakeOpenSIPS]) -> None:
+    node, peer = opensips
+    node.rate, node.burst = 1000.0, 10
+    await join(node, peer)
+    started = time.monotonic()
+    for i in range(200):
+        await node.send(DialogCreated.with_defaults(callid=f"c{i}", h_id=i + 1), 1)
+    callids = []
+    for _ in range(200):
+        reader = await peer.next_raw(DLG)
+        callids.append(reader.pop_str()[0].decode())
+        assert reader.data[-12:] == struct.pack("<iii", 1, 3, 1)  # trailer to node 1
+    elapsed = time.monotonic() - started
+    assert callids == [f"c{i}" for i in range(200)]
+    assert elapsed >= 0.18  # 190 packets past the burst at 1000/s
+    assert node.stats.paced > 0 and node.stats.sent == 200
+
+
+# --- two binif nodes ----------------------------------------------------------------------
+
+
+def binif_node(node_id: int, ports: dict[int, int], **kw: object) -> Node:
+    seeds = {i: f"bin:127.0.0.1:{port}" for i, port in ports.items() if i != node_id}
+    return Node(
+        cluster_id=1,
+        node_id=node_id,
+        url=f"bin:127.0.0.1:{ports[node_id]}",
+        seeds=seeds,
+        capabilities=[DLG],
+        rate=50_000,
+        burst=500,
+        ping_interval=0.5,  # timeout 1 s, 3 retries: OpenSIPS's, on a loaded machine
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_two_binif_nodes_replicate_10000_dialogs_then_resync_after_a_restart() -> None:
+    ports = {1: free_port(), 2: free_port()}
+    table: dict[str, DialogCreated] = {}
+    a = binif_node(1, ports)
+    a.provide(DLG, lambda: list(table.values()))  # node 1 holds every dialog it created
+    received: dict[str, int] = {}
+
+    def receiver() -> Node:
+        b = binif_node(2, ports)
+
+        @b.on(DialogCreated)
+        async def on_created(dialog: DialogCreated, node_id: int) -> None:
+            assert node_id == 1
+            received[dialog.callid] = dialog.h_id
+
+        return b
+
+    async with a:
+        b = receiver()
+        async with b:
+            await a.wait_up(2, timeout=10)
+            await b.wait_up(1, timeout=10)
+            await until(lambda: b.nodes[1].capabilities.get(DLG) == 1)
+            await until(lambda: DLG in a.nodes[2].capabilities)
+            assert a.nodes[2].capabilities == {DLG: 0}  # b has no provider: no donor
+            for i in range(10_000):
+                dialog = DialogCreated.with_defaults(
+                    callid=f"call-{i}@binif", h_id=100_000 + i, caller_sock="udp:sipsock"
+                )
+                table[dialog.callid] = dialog
+                assert await a.broadcast(dialog) == 1
+            await until(lambda: len(received) == 10_000, timeout=60)
+            assert received == {c: d.h_id for c, d in table.items()}
+            assert a.stats.send_failed == 0 and b.stats.handler_errors == 0
+        # b is gone: a marks it probing, then down.
+        await a.wait_state(2, NodeState.DOWN, timeout=10)
+        received.clear()
+        b = receiver()
+        async with b:
+            await b.wait_up(1, timeout=10)
+            await a.wait_up(2, timeout=10)
+            result = await b.sync(DLG, timeout=30)
+            assert (result.donor, result.announced, result.received) == (1, 10_000, 10_000)
+            assert result.delivered == 10_000
+            assert received == {c: d.h_id for c, d in table.items()}
+
+
+async def test_cluster_watch_example_syncs_and_prints_the_table() -> None:
+    ports = {1: free_port(), 3: free_port()}
+    donor = binif_node(1, ports)
+    dialogs = [
+        DialogCreated.with_defaults(
+            callid=f"watch-{i}@binif", from_uri=f"sip:a{i}@x", to_uri="sip:b@x", h_id=i + 1, state=4
+        )
+        for i in range(2)
+    ]
+    donor.provide(DLG, lambda: dialogs)
+    async with donor:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "examples/cluster_watch.py"),
+            "--node=3",
+            f"--url=bin:127.0.0.1:{ports[3]}",
+            f"--seed=1=bin:127.0.0.1:{ports[1]}",
+            "--once",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert "synced 2 dialogs from node 1" in err.decode()
+    text = out.decode()
+    assert "watch-0@binif | sip:a0@x | sip:b@x | confirmed" in text
+    assert "watch-1@binif" in text
