@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-framing bench-endpoint bench-backup clean fuzz soak
+.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-framing bench-endpoint bench-backup bench-cluster clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-framing: $(INSTALLED)
 
 bench-stream: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_stream.py
+
+# Dialogs/s to a typed handler through a cluster Node against a bare StreamEndpoint (floor 70%).
+bench-cluster: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_cluster.py
 
 # make fuzz FUZZ_SECONDS=600: each target for that long; failures land in tests/fuzz_regressions/.
 FUZZ_SECONDS ?= 60
