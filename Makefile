@@ -50,6 +50,11 @@ bench-typed: $(INSTALLED)
 bench-backup: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_backup.py
 
+# The codec and dispatch modules compiled with mypyc against the pure-Python ones
+# (needs a C compiler and the Python headers; nothing compiled is kept).
+try-mypyc: $(INSTALLED)
+	$(BIN)/python benchmarks/try_mypyc.py
+
 # In-process receive, loopback loss-free rate and send rate, each against a bare baseline.
 bench-endpoint: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_endpoint.py
