@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Self, cast
 
-from .errors import BadFieldText, FieldTypeError, IntOutOfRange, TrailingBytes
+from .errors import BadFieldText, FieldTypeError, IntOutOfRange
 from .messages import LOCAL, MessageField, MessageRegistry, StreamMessage, _fits
 from .opensips21 import DialogState
-from .opensips40_usrloc import PROFILE_MESSAGES, USRLOC_MESSAGES
+from .opensips40_usrloc import PROFILE_MESSAGES, USRLOC_MESSAGES, _expect_end
 from .reader import Field, PacketReader
 from .wire import STREAM, WireFormat
 from .writer import INT32_MAX, INT32_MIN, PacketWriter
@@ -241,13 +241,7 @@ class DialogValue(
             value, rest = value_at.pop_str()
         elif val_type == ValueType.INT:
             value, rest = value_at.pop_int()
-        if not rest.at_end:
-            raise TrailingBytes(
-                f"{len(rest.remaining)} bytes left after field {rest.index - 1}"
-                " (a clusterer trailer not split off?)",
-                index=rest.index,
-                offset=rest.offset,
-            )
+        _expect_end(rest)
         return cls(
             callid=_text(callid, reader, "callid"),
             h_id=cast(int, h_id),
