@@ -23,6 +23,12 @@ def numbered(seq: int, module: str = "dialog", command: int = 2) -> bytes:
     return PacketWriter(module, command).pack("si", f"call-{seq}", seq).to_bytes()
 
 
+def packet_of_size(size: int) -> bytes:
+    """A valid dialog packet of exactly ``size`` bytes (one str field fills it)."""
+    base = PacketWriter("dialog", 1)
+    return base.push_str(b"x" * (size - base.size - 4)).to_bytes()
+
+
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll ``condition`` every millisecond until true; fail after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()

@@ -10,7 +10,14 @@ import socket
 from typing import Any
 
 import pytest
-from endpoint_helpers import free_udp_port, numbered, received, vector, wait_until
+from endpoint_helpers import (
+    free_udp_port,
+    numbered,
+    packet_of_size,
+    received,
+    vector,
+    wait_until,
+)
 
 import binif
 from binif import (
@@ -23,13 +30,6 @@ from binif import (
 from binif.endpoint import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6
 
 HOSTS = ["127.0.0.1", "::1"]
-
-
-def packet_of_size(size: int) -> bytes:
-    """A valid dialog packet of exactly ``size`` bytes (one str field fills it)."""
-    base = PacketWriter("dialog", 1)
-    filler = size - base.size - 4
-    return base.push_str(b"x" * filler).to_bytes()
 
 
 class Collector:

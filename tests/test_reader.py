@@ -7,7 +7,7 @@ import dataclasses
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import binif.reader as reader_module
@@ -288,6 +288,9 @@ FIELD_BYTES = st.one_of(
 
 
 @given(fields=st.lists(FIELD_BYTES, max_size=8), layout=st.text("si", max_size=10))
+# A last str one byte longer than what is left, and one that fits exactly, every run.
+@example(fields=[struct.pack("<i", 7), struct.pack("<i", 3) + b"ab"], layout="is")
+@example(fields=[struct.pack("<i", 7), struct.pack("<i", 2) + b"ab"], layout="is")
 def test_unpack_gives_the_values_and_errors_of_popping_field_by_field(
     fields: list[bytes], layout: str
 ) -> None:
