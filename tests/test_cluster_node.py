@@ -234,11 +234,15 @@ async def test_sync_from_opensips_and_no_answer_without_provider(
     opensips: tuple[Node, FakeOpenSIPS],
 ) -> None:
     node, peer = opensips
-    synced: list[str] = []
+    seen: list[tuple[str, str]] = []
 
     @node.on(DialogCreated)
     async def on_created(dialog: DialogCreated, node_id: int) -> None:
-        synced.append(dialog.callid)
+        seen.append(("created", dialog.callid))
+
+    @node.on(DialogDeleted)
+    async def on_deleted(dialog: DialogDeleted, node_id: int) -> None:
+        seen.append(("deleted", dialog.callid))
 
     await join(node, peer)
     # Node 1 advertises dialog-dlg-repl ready (seq 8, as captured).
@@ -246,11 +250,20 @@ async def test_sync_from_opensips_and_no_answer_without_provider(
     syncing = asyncio.ensure_future(node.sync(DLG, timeout=5))
     request = await peer.next(p.PacketType.SYNC_REQ)
     assert request.to_bytes() == with_trailer(vector("join-clusterer-sync-req-1.bin"), 1, 3, 1)
+    # Replication that arrives during the sync is held until SYNC_END, as OpenSIPS does.
+    await peer.send(vector("join-dialog-create-1.bin"))
+    await peer.send(vector("join-dialog-delete-1.bin"))
+    await until(lambda: node.stats.module_packets == 2)
+    assert seen == []
     await peer.send(with_trailer(vector("join-clusterer-sync-1.bin"), 1, 1, 3))
     await peer.send(with_trailer(vector("join-clusterer-sync-end-1.bin"), 1, 1, 3))
     result = await syncing
     assert (result.donor, result.announced, result.received, result.delivered) == (1, 1, 1, 1)
-    assert synced == ["inject-1@thirdparty"]
+    assert seen == [
+        ("created", "inject-1@thirdparty"),
+        ("created", "rig40-call-1-2cbd38cc"),
+        ("deleted", "rig40-call-1-2cbd38cc"),
+    ]
     # Node 1 asks us for a sync: without a provider the node is no donor and stays silent.
     await peer.send(with_trailer(vector("clusterer-sync-req-1.bin"), 1, 1, 3))
     await until(lambda: node.stats.sync_requests_declined == 1)
@@ -261,6 +274,26 @@ async def test_sync_from_opensips_and_no_answer_without_provider(
             p.PacketType.SYNC,
             p.PacketType.SYNC_END,
         )
+
+
+async def test_a_sync_that_times_out_releases_what_it_held(
+    opensips: tuple[Node, FakeOpenSIPS],
+) -> None:
+    node, peer = opensips
+    seen: list[str] = []
+
+    @node.on(DialogCreated)
+    async def on_created(dialog: DialogCreated, node_id: int) -> None:
+        seen.append(dialog.callid)
+
+    await join(node, peer)
+    await peer.send(vector("join-clusterer-cap-update-3.bin"))
+    syncing = asyncio.ensure_future(node.sync(DLG, timeout=1))
+    await peer.next(p.PacketType.SYNC_REQ)
+    await peer.send(vector("join-dialog-create-1.bin"))
+    with pytest.raises(TimeoutError):
+        await syncing  # the donor never answers
+    assert seen == ["rig40-call-1-2cbd38cc"]
 
 
 async def test_a_silent_opensips_node_goes_probing_then_down(
@@ -385,3 +418,27 @@ async def test_cluster_watch_example_syncs_and_prints_the_table() -> None:
     text = out.decode()
     assert "watch-0@binif | sip:a0@x | sip:b@x | confirmed" in text
     assert "watch-1@binif" in text
+
+
+async def test_two_nodes_over_ipv6_loopback() -> None:
+    ports = {}
+    for node_id in (1, 2):
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+            ports[node_id] = int(sock.getsockname()[1])
+    urls = {i: f"bin:[::1]:{port}" for i, port in ports.items()}
+    a = Node(1, 1, urls[1], {2: urls[2]}, [DLG], **FAST)  # type: ignore[arg-type]
+    b = Node(1, 2, urls[2], {1: urls[1]}, [DLG], **FAST)  # type: ignore[arg-type]
+    received: list[str] = []
+
+    @b.on(DialogCreated)
+    async def on_created(dialog: DialogCreated, node_id: int) -> None:
+        received.append(dialog.callid)
+
+    async with a, b:
+        await a.wait_up(2, timeout=10)
+        await until(lambda: DLG in a.nodes[2].capabilities)
+        for i in range(10):
+            assert await a.broadcast(DialogCreated.with_defaults(callid=f"v6-{i}", h_id=i + 1)) == 1
+        await until(lambda: len(received) == 10)
+    assert received == [f"v6-{i}" for i in range(10)]

@@ -54,6 +54,7 @@ from .core import (
     ClusterCore,
     ClustererMessage,
     Event,
+    ModulePacket,
     NodeAdded,
     NodeRemoved,
     NodeState,
@@ -71,6 +72,7 @@ __all__ = [
     "DEFAULT_BURST",
     "DEFAULT_MAX_WAITING",
     "DEFAULT_RATE",
+    "DEFAULT_SYNC_BUFFER",
     "NoSyncDonor",
     "Node",
     "NodeNotUp",
@@ -86,6 +88,8 @@ DEFAULT_BURST: Final = 32
 """Packets sent back to back before the rate applies (OpenSIPS coped with 40-100 in flight)."""
 DEFAULT_MAX_WAITING: Final = 4096
 """Packets queued per peer before a sender waits for room."""
+DEFAULT_SYNC_BUFFER: Final = 100_000
+"""Module packets held back while a sync of their capability runs; past it they go through."""
 _CONTROL_LIMIT: Final = 256
 """Clusterer packets queued per peer; past it the oldest is dropped (counted)."""
 
@@ -267,6 +271,7 @@ class Node:
         burst: int = DEFAULT_BURST,
         max_waiting: int = DEFAULT_MAX_WAITING,
         connect_timeout: float = 1.0,
+        sync_buffer: int = DEFAULT_SYNC_BUFFER,
     ) -> None:
         if isinstance(capabilities, Mapping):
             versions = dict(capabilities)
@@ -293,6 +298,9 @@ class Node:
         )
         if not rate > 0 or burst < 1 or max_waiting < 1:
             raise ValueError("rate must be positive, burst and max_waiting at least 1")
+        if sync_buffer < 0:
+            raise ValueError(f"sync_buffer must be 0 or more, not {sync_buffer}")
+        self.sync_buffer = sync_buffer
         self.rate = float(rate)
         self.burst = burst
         self.max_waiting = max_waiting
@@ -314,6 +322,8 @@ class Node:
         self._changed = asyncio.Event()
         """Set (and replaced) whenever a node's state or capabilities change."""
         self._syncs: dict[tuple[int, str], asyncio.Future[SyncResult]] = {}
+        self._buffers: dict[str, deque[ModulePacket]] = {}
+        """Module packets held while a sync of their capability runs."""
         self._sync_delivered: dict[tuple[int, str], int] = {}
         self._limiter = LogLimiter(logger)
         self._module_packets = self._handled = self._handler_errors = 0
@@ -493,9 +503,12 @@ class Node:
         """Ask a donor for ``capability``'s items and return once its SYNC_END is in.
 
         Each item goes to the typed handler of its class as it arrives (for
-        dialogs, the ``DialogCreated`` handler). The donor is ``donor`` or the
-        first up node advertising the capability ready; :class:`NoSyncDonor`
-        when none shows up within ``timeout``.
+        dialogs, the ``DialogCreated`` handler). Module packets of the
+        capability that arrive meanwhile are held and handed on after the last
+        item (as OpenSIPS does), up to ``sync_buffer`` of them; they are also
+        released when the sync fails. The donor is ``donor`` or the first up
+        node advertising the capability ready; :class:`NoSyncDonor` when none
+        shows up within ``timeout``, ``TimeoutError`` when SYNC_END does not.
         """
         self._check_capability(capability)
         core = self._running_core()
@@ -509,10 +522,13 @@ class Node:
                 raise NoSyncDonor(
                     f"no up node advertised {capability!r} ready within {timeout:g}s"
                 ) from None
+        if capability in self._buffers:
+            raise RuntimeError(f"a sync of {capability!r} is already under way")
         key = (chosen, capability)
         future: asyncio.Future[SyncResult] = loop.create_future()
         self._syncs[key] = future
         self._sync_delivered[key] = 0
+        self._buffers[capability] = deque()
         core.request_sync(capability, chosen)
         self._pump()
         try:
@@ -520,6 +536,8 @@ class Node:
                 return await future
         finally:
             self._syncs.pop(key, None)
+            self._sync_delivered.pop(key, None)
+            await self._release(capability)
 
     # --- the shell: bytes in, core, bytes and handlers out -------------------------------
 
@@ -532,10 +550,21 @@ class Node:
             for event in self._pump():
                 if type(event) is SyncReceived:
                     await self._deliver_sync(event)
+                elif type(event) is SyncFinished:
+                    await self._finish_sync(event)
         if packet is None:
             return
-        # The hot path: a checked module packet to its typed or raw handler.
         self._module_packets += 1
+        buffers = self._buffers
+        if buffers:
+            held = buffers.get(packet.capability)
+            if held is not None and len(held) < self.sync_buffer:
+                held.append(packet)  # delivered after the sync, as OpenSIPS does
+                return
+        await self._handle(packet)
+
+    async def _handle(self, packet: ModulePacket) -> None:
+        """A checked module packet to its typed or raw handler: the hot path."""
         packet_reader = packet.packet
         typed = self._typed.get((packet.capability, packet_reader.command))
         if typed is not None:
@@ -558,6 +587,26 @@ class Node:
             self._handler_failed(packet.capability, error)
             return
         self._handled += 1
+
+    async def _finish_sync(self, event: SyncFinished) -> None:
+        """SYNC_END: hand on what was held back during the sync, then end the sync() call."""
+        key = (event.node_id, event.capability)
+        future = self._syncs.get(key)
+        if future is None:
+            return  # not a sync this node asked for (or it timed out)
+        await self._release(event.capability)
+        if not future.done():
+            delivered = self._sync_delivered.pop(key, 0)
+            future.set_result(SyncResult(event.node_id, event.announced, event.received, delivered))
+
+    async def _release(self, capability: str) -> None:
+        """Deliver the packets held during a sync, in order, then stop holding them."""
+        held = self._buffers.get(capability)
+        if held is None:
+            return
+        while held:
+            await self._handle(held.popleft())
+        del self._buffers[capability]  # nothing arrived since the deque emptied: no await
 
     def _pump(self) -> list[Event]:
         """Send what the core queued, apply its events, re-arm the timer; return the events."""
@@ -618,19 +667,12 @@ class Node:
                 ("refused", event.reason), logging.WARNING, "refused (%s): %s", event.reason,
                 event.detail,
             )  # fmt: skip
-        elif isinstance(event, SyncFinished):
-            key = (event.node_id, event.capability)
-            future = self._syncs.get(key)
-            if event.announced != event.received:
-                self._log(
-                    ("sync", key), logging.WARNING, "sync of %s from node %d: %d of %d chunks",
-                    event.capability, event.node_id, event.received, event.announced,
-                )  # fmt: skip
-            if future is not None and not future.done():
-                delivered = self._sync_delivered.pop(key, 0)
-                future.set_result(
-                    SyncResult(event.node_id, event.announced, event.received, delivered)
-                )
+        elif isinstance(event, SyncFinished) and event.announced != event.received:
+            self._log(
+                ("sync", event.capability), logging.WARNING,
+                "sync of %s from node %d: %d of %d chunks",
+                event.capability, event.node_id, event.received, event.announced,
+            )  # fmt: skip
         elif isinstance(event, SyncRequested) and not event.answered:
             self._log(
                 ("sync-declined", event.capability), logging.INFO,

@@ -23,7 +23,7 @@ version, then chunks ``[size, marker 101010101, fields]``; :attr:`Sync.chunks`
 holds each chunk's fields as raw bytes. What those fields mean belongs to the
 capability, so a small registry maps a capability name to a decoder:
 
-    SYNC_CHUNKS.register("dialog-dlg-repl", decode_dialog_chunk)
+    SYNC_CHUNKS.register("dialog-dlg-repl", DialogCreated.from_packet, command=1)
     typed = SYNC_CHUNKS.decode(sync_packet)  # one value per chunk
 
 A decoder is ``(chunk: PacketReader) -> object``: the reader holds exactly the
@@ -33,7 +33,11 @@ version), so a typed message class decodes it with ``from_packet``. The
 dialog capability's chunks are :class:`~binif.opensips40.DialogCreated` bodies
 and are registered here. Another capability plugs in the same way, e.g.
 ``usrloc-contact-repl``, whose chunk is ``is_contact`` (int) then an AoR insert
-or a contact insert body: its decoder pops the int and decodes the rest.
+or a contact insert body: its decoder pops the int and decodes the rest, e.g.
+with ``chunk_reader(capability, reader.version, reader.remaining, 3)`` and the
+contact insert class's ``from_packet``. Register at import time of the module
+that defines the classes; ``binif.cluster.Node`` hands each decoded item to the
+``@node.on`` handler of its class.
 """
 
 from __future__ import annotations
