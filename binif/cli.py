@@ -1,8 +1,11 @@
 """The ``binif`` command line: ``listen``, ``send``, ``decode``, ``wireshark-plugin``.
 
-Packets are shown with the built-in OpenSIPS 2.1 layouts (named fields), or
-for a module or command without one, as a best-effort walk listing each
-plausible field with its offset and raw bytes. Every failure the user can
+Packets are shown with the built-in layouts (named fields): OpenSIPS 2.1's for
+the datagram profile (UDP), OpenSIPS 4.0's for the stream profile (TCP, with
+the clusterer trailer split off and shown), or for a module or command without
+one, as a best-effort walk listing each plausible field with its offset and raw
+bytes. ``decode`` reads saved packets, files of stream packets back to back,
+or every BIN packet of a pcap (``--pcap``, the ``pcap`` extra). Every failure the user can
 cause (a bad address, an unreadable file, a malformed packet) ends in one line
 on stderr and a non-zero exit status, never a traceback.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -29,20 +33,26 @@ from .address import format_address, parse_host_port
 from .dispatch import ANY_MODULE, Address, DropReason
 from .endpoint import Endpoint
 from .errors import BinError, DecodeError, InvalidAddress
+from .framing import StreamDecoder
 from .layout import INT, STR
 from .messages import Message, MessageRegistry
 from .opensips21 import OPENSIPS21
+from .opensips40 import OPENSIPS40, Trailer
 from .reader import PacketReader
 from .runner import run
-from .stats import Stats
-from .wire import DATAGRAM, DATAGRAM_BIG_ENDIAN, WireFormat
+from .stats import Stats, StreamStats
+from .stream import StreamEndpoint
+from .wire import DATAGRAM, DATAGRAM_BIG_ENDIAN, STREAM, STREAM_BIG_ENDIAN, WireFormat
+from .wireshark.stream_layouts import NO_TRAILER, STREAM_NAMES
 from .writer import PacketWriter
 
-__all__ = ["Analysis", "WalkItem", "analyse", "main", "walk"]
+__all__ = ["Analysis", "WalkItem", "analyse", "analyse_stream", "main", "walk"]
 
 _HEX_SHOWN = 32
 """Raw bytes shown in text output before eliding the rest."""
 STR_KIND = "str"
+BRIDGE_DST = 0xC0000000
+"""dst_node_id of a packet forwarded over a cluster bridge (a fourth trailer int before it)."""
 
 
 class CliError(Exception):
@@ -76,17 +86,15 @@ def walk(reader: PacketReader) -> list[WalkItem]:
     """
     data = reader.data
     length = reader.wire.length
+    prefix = length.size  # 4 bytes in the datagram profile, 2 in the stream profile
     int32 = reader.wire.int32
     pos = reader.rewind().offset
     items: list[WalkItem] = []
     while pos < len(data):
         left = len(data) - pos
-        if left < 4:
-            items.append(WalkItem(pos, "rest", data[pos:]))
-            break
-        (n,) = length.unpack_from(data, pos)
-        if 0 < n <= left - 4:
-            value = data[pos + 4 : pos + 4 + n]
+        (n,) = length.unpack_from(data, pos) if left >= prefix else (0,)
+        if 0 < n <= left - prefix:
+            value = data[pos + prefix : pos + prefix + n]
             try:
                 text = value.decode()
             except UnicodeDecodeError:
@@ -94,10 +102,13 @@ def walk(reader: PacketReader) -> list[WalkItem]:
             if text is not None and not text.isprintable():
                 text = None
             # Printable text, or binary that ends exactly at the end of the packet.
-            if text is not None or n == left - 4:
+            if text is not None or n == left - prefix:
                 items.append(WalkItem(pos, STR_KIND, value, text))
-                pos += 4 + n
+                pos += prefix + n
                 continue
+        if left < 4:
+            items.append(WalkItem(pos, "rest", data[pos:]))
+            break
         raw = data[pos : pos + 4]
         (number,) = int32.unpack_from(data, pos)
         items.append(WalkItem(pos, "zero" if number == 0 else "int", raw, number))
@@ -120,6 +131,10 @@ class Analysis:
     """Why the packet, or its fields, could not be decoded."""
     walk: list[WalkItem] = field(default_factory=list)
     """The best-effort walk, for packets without a fitting layout."""
+    trailer: Trailer | None = None
+    """A stream packet's clusterer trailer (not in ``clusterer-internal`` packets)."""
+    source_cluster: int | None = None
+    """The cluster a bridged stream packet comes from (its fourth trailer int)."""
 
     @property
     def malformed(self) -> bool:
@@ -127,30 +142,62 @@ class Analysis:
         return self.error is not None
 
 
-def analyse(
-    data: bytes, *, wire: WireFormat = DATAGRAM, registry: MessageRegistry = OPENSIPS21
-) -> Analysis:
-    """Parse ``data`` and decode it with ``registry``'s layout, or walk it."""
+def analyse(data: bytes, *, wire: WireFormat = DATAGRAM) -> Analysis:
+    """Parse ``data`` and decode it with the built-in layouts of its profile, or walk it."""
     try:
         reader = PacketReader.parse(data, wire=wire)
     except DecodeError as exc:
         return Analysis(data, error=exc)
-    return analyse_reader(reader, registry)
+    return analyse_any(reader)
+
+
+def analyse_any(reader: PacketReader) -> Analysis:
+    """A parsed packet decoded with OpenSIPS 4.0's layouts (stream) or 2.1's (datagram)."""
+    return analyse_stream(reader) if reader.wire.has_version else analyse_reader(reader)
+
+
+def analyse_stream(reader: PacketReader, registry: MessageRegistry = OPENSIPS40) -> Analysis:
+    """Decode a stream packet: split off the clusterer trailer (every capability but
+    ``clusterer-internal`` has one), then decode with ``registry``'s layout, or walk it.
+
+    Packets no typed message describes (the clusterer's) are named all the same. A
+    packet of an unknown capability too short for a trailer is walked whole.
+    """
+    key = (reader.module, reader.command)
+    cls = registry.get(key)
+    result = Analysis(reader.data, reader, name=STREAM_NAMES.get(key))
+    body = reader
+    try:
+        if reader.module not in NO_TRAILER:
+            result.trailer, body = Trailer.split(reader)
+            if result.trailer.dst_node_id & 0xFFFFFFFF == BRIDGE_DST:
+                result.source_cluster, body = body.pop_back_int()
+    except DecodeError as exc:
+        result.trailer, body = None, reader
+        if cls is not None or result.name is not None:
+            result.error = exc  # a known packet without room for its trailer
+            result.walk = walk(reader)
+            return result
+    return _decode(result, registry, body)
 
 
 def analyse_reader(reader: PacketReader, registry: MessageRegistry = OPENSIPS21) -> Analysis:
     """Decode an already parsed packet with ``registry``'s layout, or walk it."""
-    result = Analysis(reader.data, reader)
-    cls = registry.get((reader.module, reader.command))
+    return _decode(Analysis(reader.data, reader), registry, reader)
+
+
+def _decode(result: Analysis, registry: MessageRegistry, body: PacketReader) -> Analysis:
+    """``result`` with the message ``registry``'s class decodes from ``body``, or a walk."""
+    cls = registry.get((body.module, body.command))
     if cls is None:
-        result.walk = walk(reader)
+        result.walk = walk(body)
         return result
     result.name = registry.name_of(cls)
     try:
-        result.message = cls.from_packet(reader)
+        result.message = cls.from_packet(body)
     except DecodeError as exc:
         result.error = exc
-        result.walk = walk(reader)
+        result.walk = walk(body)
     return result
 
 
@@ -174,7 +221,13 @@ def to_json(analysis: Analysis, **context: Any) -> dict[str, Any]:
     if reader is not None:
         out["module"] = reader.module
         out["command"] = reader.command
+        if reader.version is not None:
+            out["version"] = reader.version
         out["message"] = analysis.name
+    if analysis.trailer is not None:
+        out["trailer"] = dataclasses.asdict(analysis.trailer)
+        if analysis.source_cluster is not None:
+            out["trailer"]["source_cluster_id"] = analysis.source_cluster
     if analysis.message is not None:
         out["fields"] = {
             spec.name: value.hex() if isinstance(value, bytes) else value
@@ -208,12 +261,17 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
     if reader is None:
         return [f"{prefix} {size} bytes: {_error_text(analysis.error or DecodeError())}"]
     kind = f"{reader.module}/{reader.command}"
+    if reader.version is not None:
+        kind += f" v{reader.version}"
+    if analysis.name is not None:
+        kind += f" {analysis.name}"
     if analysis.message is not None:
-        lines = [f"{prefix} {kind} {analysis.name}, {size} bytes"]
-        width = max((len(spec.name) for spec in analysis.message.FIELDS), default=0)
+        lines = [f"{prefix} {kind}, {size} bytes"]
+        items = list(analysis.message.items())
+        width = max((len(spec.name) for spec, _ in items), default=0)
         raw_ints = analysis.message.RAW_INTS
         decoded = _raw_ints(analysis.message)
-        for spec, value in analysis.message.items():
+        for spec, value in items:
             if isinstance(value, bytes):
                 shown = _hex(value)
                 prop = raw_ints.get(spec.name)
@@ -224,9 +282,9 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
             else:
                 shown = str(value)
             lines.append(f"  {spec.name:<{width}}  {shown}")
-        return lines
+        return lines + _trailer_lines(analysis)
     if analysis.error is not None:
-        head = f"{prefix} {kind} {analysis.name}, {size} bytes: does not fit its layout:"
+        head = f"{prefix} {kind}, {size} bytes: does not fit its layout:"
         lines = [head, f"  {_error_text(analysis.error)}", "  best-effort walk:"]
     else:
         lines = [f"{prefix} {kind}, {size} bytes, no built-in layout; best-effort walk:"]
@@ -242,7 +300,23 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
             size = len(item.raw)
             note, label = f"{size} byte{'' if size == 1 else 's'}, too short for a field", "rest"
         lines.append(f"  @{item.offset:<5} {label:<8} {note:<30} {_hex(item.raw)}")
-    return lines
+    return lines + _trailer_lines(analysis)
+
+
+def _trailer_lines(analysis: Analysis) -> list[str]:
+    trailer = analysis.trailer
+    if trailer is None:
+        return []
+    line = (
+        f"  trailer: cluster {trailer.cluster_id}, node {trailer.src_node_id}"
+        f" to {trailer.dst_node_id & 0xFFFFFFFF:#x}"
+        if analysis.source_cluster is not None
+        else f"  trailer: cluster {trailer.cluster_id}, node {trailer.src_node_id}"
+        f" to {trailer.dst_node_id}"
+    )
+    if analysis.source_cluster is not None:
+        line += f" (bridged from cluster {analysis.source_cluster})"
+    return [line]
 
 
 # --- addresses ------------------------------------------------------------------------
@@ -269,6 +343,8 @@ def resolve(host: str, port: int) -> Address:
 
 
 def _wire(args: argparse.Namespace) -> WireFormat:
+    if getattr(args, "stream", False):
+        return STREAM_BIG_ENDIAN if args.big_endian else STREAM
     return DATAGRAM_BIG_ENDIAN if args.big_endian else DATAGRAM
 
 
@@ -277,25 +353,102 @@ def _emit(lines: Sequence[str], out: TextIO) -> None:
     out.flush()
 
 
+def _show(analysis: Analysis, prefix: str, as_json: bool, **context: Any) -> bool:
+    """Print one packet (text or a JSON line); report it on stderr when it is malformed.
+
+    Returns True for a malformed packet.
+    """
+    if as_json:
+        _emit([json.dumps(to_json(analysis, **context), ensure_ascii=False)], sys.stdout)
+    elif analysis.reader is not None:
+        _emit(to_text(analysis, prefix), sys.stdout)
+    if analysis.error is None:
+        return False
+    _fail(f"{prefix} {_error_text(analysis.error)}")
+    return True
+
+
+def _read(name: str) -> bytes | None:
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {name}: {exc.strerror or exc}")
+        return None
+
+
+def _decode_stream(name: str, data: bytes, wire: WireFormat, as_json: bool) -> bool:
+    """Every packet of a file of stream packets back to back; True if any is bad."""
+    decoder = StreamDecoder(wire)
+    failed = False
+    try:
+        readers = decoder.feed(data)
+    except DecodeError:
+        readers = []
+    offset = 0
+    for index, reader in enumerate(readers, 1):
+        prefix = f"{name}#{index} @{offset}:"
+        failed |= _show(
+            analyse_stream(reader), prefix, as_json, file=name, index=index, offset=offset
+        )
+        offset += len(reader.data)
+    if decoder.error is not None:
+        _fail(f"{name} @{decoder.offset}: {_error_text(decoder.error)}")
+        return True
+    if decoder.buffered:
+        _fail(f"{name} @{decoder.offset}: the file ends {decoder.buffered} bytes into a packet")
+        return True
+    return failed
+
+
+def _decode_pcap(name: str, data: bytes, as_json: bool) -> bool:
+    """Every BIN packet of a capture; True if any is bad."""
+    from .capture import read_capture  # the pcap extra (dpkt), only when asked for
+
+    capture = read_capture(data)
+    failed = False
+    count = 0
+    for packet in capture.packets():
+        where = f"{format_address(packet.src)} > {format_address(packet.dst)}"
+        prefix = f"{name} frame {packet.frame} {packet.transport} {where}:"
+        if packet.reader is not None:
+            analysis = analyse_any(packet.reader)
+            count += 1
+        else:
+            assert packet.error is not None
+            analysis = Analysis(packet.data, error=packet.error)
+        context = {
+            "file": name,
+            "frame": packet.frame,
+            "time": datetime.fromtimestamp(packet.time, UTC).isoformat(timespec="microseconds"),
+            "transport": packet.transport,
+            "source": format_address(packet.src),
+            "destination": format_address(packet.dst),
+        }
+        failed |= _show(analysis, prefix, as_json, **context)
+    skipped = "".join(f", {reason} {n}" for reason, n in sorted(capture.skipped.items()))
+    print(
+        f"binif: {name}: {count} BIN packets in {capture.frames} frames{skipped}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return failed
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
-    """Decode saved datagrams (raw .bin files)."""
+    """Decode saved datagrams, files of stream packets (--stream) or captures (--pcap)."""
+    if args.pcap and (args.stream or args.big_endian):
+        raise CliError("--pcap reads each packet by its transport: no --stream or --big-endian")
     failed = False
     for name in args.files:
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            _fail(f"cannot read {name}: {exc.strerror or exc}")
+        data = _read(name)
+        if data is None:
             failed = True
-            continue
-        analysis = analyse(data, wire=_wire(args))
-        if args.json:
-            _emit([json.dumps(to_json(analysis, file=name), ensure_ascii=False)], sys.stdout)
-        elif analysis.reader is not None:
-            _emit(to_text(analysis, f"{name}:"), sys.stdout)
-        if analysis.malformed:
-            assert analysis.error is not None
-            _fail(f"{name}: {_error_text(analysis.error)}")
-            failed = True
+        elif args.pcap:
+            failed |= _decode_pcap(name, data, args.json)
+        elif args.stream:
+            failed |= _decode_stream(name, data, _wire(args), args.json)
+        else:
+            failed |= _show(analyse(data, wire=_wire(args)), f"{name}:", args.json, file=name)
     return 1 if failed else 0
 
 
@@ -337,48 +490,73 @@ def _parse_set(cls: type[Message], assignment: str) -> tuple[str, str | bytes | 
     return name, value
 
 
+def _parse_trailer(text: str) -> Trailer:
+    try:
+        cluster_id, src_node_id, dst_node_id = (int(part, 0) for part in text.split(","))
+    except ValueError:
+        raise CliError(f"bad --trailer {text!r}: expected CLUSTER,SRC,DST (three ints)") from None
+    return Trailer(cluster_id, src_node_id, dst_node_id)
+
+
 def build_packet(args: argparse.Namespace) -> tuple[bytes, str]:
     """The packet ``send`` was asked for, and a description of it."""
     wire = _wire(args)
+    if not args.stream and (args.trailer is not None or args.version is not None):
+        raise CliError("--trailer and --version are for the stream profile: add --stream")
+    registry = OPENSIPS40 if args.stream else OPENSIPS21
     if args.message is not None:
         if args.fields:
             raise CliError("give either --message with --set, or MODULE COMMAND FIELD...")
+        if args.version is not None:
+            raise CliError("--version is for MODULE COMMAND: a --message has its own")
         try:
-            cls = OPENSIPS21.by_name(args.message)
+            cls = registry.by_name(args.message)
         except KeyError as exc:
             raise CliError(str(exc.args[0])) from None
         values = dict(_parse_set(cls, assignment) for assignment in args.set)
-        message = cls.with_defaults(**values)
-        return message.to_bytes(wire=wire), f"{cls.MODULE}/{cls.COMMAND} {args.message}"
-    if args.set:
-        raise CliError("--set needs --message NAME")
-    if len(args.fields) < 2:
-        raise CliError("send needs MODULE COMMAND [FIELD...] or --message NAME")
-    module, command_text, *fields = args.fields
-    try:
-        command = int(command_text, 0)
-    except ValueError:
-        raise CliError(f"bad command {command_text!r}: expected an int") from None
-    parsed = [_parse_field(text) for text in fields]
-    layout = "".join(kind for kind, _ in parsed)
-    writer = PacketWriter(module, command, wire=wire).pack(layout, *(value for _, value in parsed))
-    return writer.to_bytes(), f"{module}/{command}"
+        writer = cls.with_defaults(**values).to_writer(wire=wire)
+        what = f"{cls.MODULE}/{cls.COMMAND} {args.message}"
+    else:
+        if args.set:
+            raise CliError("--set needs --message NAME")
+        if len(args.fields) < 2:
+            raise CliError("send needs MODULE COMMAND [FIELD...] or --message NAME")
+        if args.stream and args.version is None:
+            raise CliError("a stream packet needs --version N (the capability's layout version)")
+        module, command_text, *fields = args.fields
+        try:
+            command = int(command_text, 0)
+        except ValueError:
+            raise CliError(f"bad command {command_text!r}: expected an int") from None
+        parsed = [_parse_field(text) for text in fields]
+        layout = "".join(kind for kind, _ in parsed)
+        writer = PacketWriter(module, command, wire=wire, version=args.version)
+        writer = writer.pack(layout, *(value for _, value in parsed))
+        what = f"{module}/{command}"
+    if args.trailer is not None:
+        writer = _parse_trailer(args.trailer).append_to(writer)
+    return writer.to_bytes(), what
 
 
 async def _send(data: bytes, addr: Address, wire: WireFormat) -> None:
+    if wire.has_version:
+        async with StreamEndpoint(None, wire=wire) as stream:
+            await stream.send(data, addr)
+        return
     local = ("::", 0) if ":" in str(addr[0]) else ("0.0.0.0", 0)
     async with Endpoint(local, recv_buffer=None, wire=wire) as ep:
         await ep.send(data, addr)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    """Build one packet and send it as a UDP datagram."""
+    """Build one packet and send it: a UDP datagram, or on a TCP connection (--stream)."""
     addr = resolve(*parse_address(args.to, what="--to"))
     if addr[1] == 0:
         raise CliError(f"bad --to address {args.to!r}: port 0")
     data, what = build_packet(args)
     run(_send(data, addr, _wire(args)))
-    print(f"sent {what}, {len(data)} bytes, to {format_address(addr)}")
+    transport = "over TCP " if args.stream else ""
+    print(f"sent {what}, {len(data)} bytes, {transport}to {format_address(addr)}")
     return 0
 
 
@@ -386,13 +564,21 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def format_stats(stats: Stats) -> list[str]:
-    """The stats ``listen`` prints when it stops."""
+    """The stats ``listen`` prints when it stops (a TCP endpoint's connections too)."""
     drops = ", ".join(f"{reason.value} {stats.drops.get(reason, 0)}" for reason in DropReason)
-    return [
+    lines = [
         f"stats: received {stats.received}, handled {stats.handled},"
         f" dropped {stats.dropped}, handler errors {stats.handler_errors}",
         f"drops: {drops}",
     ]
+    if isinstance(stats, StreamStats):
+        closed = ", ".join(f"{reason} {n}" for reason, n in stats.connections_closed.items())
+        lines += [
+            f"connections: accepted {stats.connections_accepted}, open {stats.connections_open},"
+            f" bytes received {stats.bytes_received}, read pauses {stats.read_pauses}",
+            f"closed: {closed}",
+        ]
+    return lines
 
 
 async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
@@ -400,7 +586,7 @@ async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
     stop = asyncio.Event()
 
     async def show(reader: PacketReader, source: Address) -> None:
-        analysis = analyse_reader(reader)
+        analysis = analyse_any(reader)
         now = datetime.now(UTC)
         try:
             if as_json:
@@ -419,7 +605,11 @@ async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
         if analysis.error is not None:
             raise analysis.error  # counted by the endpoint as undecodable
 
-    endpoint = Endpoint(bind, wire=_wire(args))
+    endpoint: Endpoint | StreamEndpoint
+    if args.stream:
+        endpoint = StreamEndpoint(bind, wire=_wire(args))
+    else:
+        endpoint = Endpoint(bind, wire=_wire(args))
     endpoint.register(ANY_MODULE, show)  # every module: none has a handler of its own
     try:
         await endpoint.start()
@@ -430,9 +620,10 @@ async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
         if type(asyncio.get_running_loop()).__module__.startswith("uvloop")
         else ("asyncio")
     )
+    transport = "TCP " if args.stream else ""
     print(
-        f"binif: listening on {format_address(endpoint.local_address)} ({loop_name});"
-        " Ctrl-C to stop",
+        f"binif: listening on {transport}{format_address(endpoint.local_address)}"
+        f" ({loop_name}); Ctrl-C to stop",
         file=sys.stderr,
         flush=True,
     )
@@ -449,7 +640,7 @@ async def _listen(args: argparse.Namespace, bind: tuple[str, int]) -> Stats:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    """Print every packet that arrives; on Ctrl-C print the endpoint's stats."""
+    """Print every packet that arrives (UDP, or TCP with --stream); on Ctrl-C the stats."""
     bind = parse_address(args.bind, what="--bind")
     stats = run(_listen(args, bind))
     if args.json:
@@ -511,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     listen = sub.add_parser("listen", help="print packets as they arrive")
     listen.add_argument("--bind", required=True, metavar="ADDR:PORT", help="address to listen on")
     listen.add_argument("--json", action="store_true", help="one JSON object per line")
+    listen.add_argument(
+        "--stream", action="store_true", help="the stream profile over TCP (OpenSIPS 2.4-4.0)"
+    )
     common(listen)
     listen.set_defaults(run=cmd_listen)
 
@@ -519,10 +713,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="send one packet",
         description="Send MODULE COMMAND with fields s:TEXT, i:INT, x:HEX (raw str) or null,"
         " or a built-in message: --message dialog.created --set callid=... (unset fields"
-        " are empty or 0; bytes fields take hex).",
+        " are empty or 0; bytes fields take hex). With --stream, on a TCP connection in the"
+        " stream profile (OpenSIPS 2.4-4.0), with the clusterer trailer if --trailer.",
     )
     send.add_argument("--to", required=True, metavar="ADDR:PORT", help="destination")
-    send.add_argument("--message", metavar="NAME", help=f"one of {', '.join(OPENSIPS21.names)}")
+    send.add_argument(
+        "--message",
+        metavar="NAME",
+        help=f"one of {', '.join(OPENSIPS21.names)}; with --stream one of"
+        f" {', '.join(OPENSIPS40.names)}",
+    )
+    send.add_argument(
+        "--stream", action="store_true", help="the stream profile over TCP (OpenSIPS 2.4-4.0)"
+    )
+    send.add_argument(
+        "--version",
+        type=int,
+        dest="version",
+        metavar="N",
+        help="--stream MODULE COMMAND: the capability's layout version",
+    )
+    send.add_argument(
+        "--trailer",
+        metavar="CLUSTER,SRC,DST",
+        help="--stream: append the clusterer trailer (cluster id, source and destination node)",
+    )
     send.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="a field of --message"
     )
@@ -530,9 +745,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(send)
     send.set_defaults(run=cmd_send)
 
-    decode = sub.add_parser("decode", help="decode saved datagrams (.bin files)")
+    decode = sub.add_parser(
+        "decode",
+        help="decode saved packets, stream files or captures",
+        description="Decode saved datagrams (one packet per file), files of stream packets"
+        " back to back (--stream), or every BIN packet of pcap/pcapng captures (--pcap: UDP"
+        " datagrams and TCP streams per direction, OpenSIPS 2.1 and 4.0 layouts).",
+    )
     decode.add_argument("files", nargs="+", metavar="FILE")
     decode.add_argument("--json", action="store_true", help="one JSON object per line")
+    kind = decode.add_mutually_exclusive_group()
+    kind.add_argument("--stream", action="store_true", help="files of stream-profile packets")
+    kind.add_argument("--pcap", action="store_true", help="pcap or pcapng captures")
     common(decode)
     decode.set_defaults(run=cmd_decode)
 

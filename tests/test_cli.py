@@ -194,6 +194,7 @@ class Listener:
     """``binif listen`` in a subprocess, its stdout lines collected by a thread."""
 
     def __init__(self, *argv: str) -> None:
+        self.last = "closed:" if "--stream" in argv else "drops:"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "binif", "listen", "--bind", "127.0.0.1:0", *argv],
             stdout=subprocess.PIPE,
@@ -202,7 +203,7 @@ class Listener:
         )
         assert self.proc.stderr is not None and self.proc.stdout is not None
         banner = self.proc.stderr.readline()
-        found = re.search(r"listening on 127\.0\.0\.1:(\d+) \((uvloop|asyncio)\)", banner)
+        found = re.search(r"listening on (?:TCP )?127\.0\.0\.1:(\d+) \((uvloop|asyncio)\)", banner)
         assert found, banner
         self.port = int(found.group(1))
         self.loop = found.group(2)
@@ -227,7 +228,7 @@ class Listener:
                 rest.append(self.lines.get(timeout=2))
             except queue.Empty:
                 break
-            if rest[-1].startswith(("drops:", '{"stats"')):
+            if rest[-1].startswith((self.last, '{"stats"')):
                 break
         return rest, self.proc.stderr.read()
 
@@ -332,3 +333,202 @@ def test_big_endian_packets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     (tmp_path / "be.bin").write_bytes(data)
     assert main(["decode", "--big-endian", "--json", str(tmp_path / "be.bin")]) == 0
     assert json.loads(capsys.readouterr().out)["fields"]["callid"] == "be"
+
+
+# --- the stream profile and captures -------------------------------------------------------
+
+V40 = Path(__file__).parent / "vectors" / "opensips-4.0"
+VUL = Path(__file__).parent / "vectors" / "opensips-4.0-usrloc"
+MANIFEST40: dict[str, Any] = json.loads((V40 / "manifest.json").read_text())
+ENTRIES40 = {entry["file"]: entry for entry in MANIFEST40["packets"]}
+
+
+def manifest_fields(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """A manifest packet's fields and its trailer, as ``decode --json`` prints them."""
+    fields = {f["name"]: f["value"] for f in entry["fields"]}
+    trailer = {
+        name.removeprefix("trailer."): fields.pop(name)
+        for name in list(fields)
+        if name.startswith("trailer.")
+    }
+    return fields, trailer
+
+
+def test_decode_stream_file_of_packets_back_to_back(tmp_path: Path) -> None:
+    names = [name for name in ENTRIES40 if name.startswith("dialog-")]
+    stream = tmp_path / "dialogs.bin"
+    stream.write_bytes(b"".join((V40 / name).read_bytes() for name in names))
+    result = binif("decode", "--stream", "--json", str(stream))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == len(names) == 13
+    offset = 0
+    for index, (name, record) in enumerate(zip(names, records, strict=True), 1):
+        fields, trailer = manifest_fields(ENTRIES40[name])
+        assert record["fields"] == fields, name
+        assert record["trailer"] == trailer, name
+        assert (record["index"], record["offset"], record["version"]) == (index, offset, 4)
+        offset += ENTRIES40[name]["total_length"]
+    text = binif("decode", "--stream", str(stream)).stdout.splitlines()
+    size = ENTRIES40[names[0]]["total_length"]
+    assert text[0] == f"{stream}#1 @0: dialog-dlg-repl/1 v4 dialog.created, {size} bytes"
+    assert "  trailer: cluster 1, node 1 to 2" in text
+
+
+def test_decode_stream_names_clusterer_packets_and_reports_a_cut(tmp_path: Path) -> None:
+    ping = (V40 / "clusterer-ping-1.bin").read_bytes()
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(ping + ping[:20])
+    result = binif("decode", "--stream", str(cut))
+    assert result.stdout.startswith(
+        f"{cut}#1 @0: clusterer-internal/0 v1 clusterer.ping, 46 bytes, no built-in layout"
+    )
+    line = one_error_line(result)
+    assert line == f"binif: {cut} @46: the file ends 20 bytes into a packet"
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(ping + b"GARBAGE!" * 2)
+    line = one_error_line(binif("decode", "--stream", str(garbage)))
+    assert line.startswith(f"binif: {garbage} @46: BadMarker")
+
+
+def test_decode_pcap_of_opensips40_finds_every_packet() -> None:
+    result = binif("decode", "--pcap", "--json", str(V40 / "capture.pcap"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"binif: {V40 / 'capture.pcap'}: 113 BIN packets in 253 frames\n"
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 113
+    by_frame = {record["frame"]: record for record in records}
+    for entry in MANIFEST40["packets"]:
+        if entry["scenario"] != "baseline":
+            continue
+        record = by_frame[entry["frame"]]
+        assert (record["module"], record["command"]) == (entry["capability"], entry["packet_type"])
+        assert record["transport"] == "tcp" and record["message"] is not None, entry["file"]
+        assert record["source"].endswith(f":{entry['tcp_src_port']}")
+        assert record["destination"] == f"127.0.0.1:{entry['tcp_dst_port']}"
+        if entry["capability"] == "dialog-dlg-repl":
+            assert (record["fields"], record["trailer"]) == manifest_fields(entry), entry["file"]
+    names = {record["message"] for record in records}
+    assert {"clusterer.ping", "clusterer.cap_update", "dialog.value", "clusterer.sync"} <= names
+
+
+def test_decode_pcap_names_usrloc_and_profile_packets() -> None:
+    result = binif(
+        "decode", "--pcap", str(VUL / "capture.pcap"), str(VUL / "capture-dialog-profiles.pcap")
+    )
+    assert result.returncode == 0, result.stderr
+    heads = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
+    for name, count in [
+        ("usrloc.aor_inserted", 4),
+        ("usrloc.contact_inserted", 4),
+        ("usrloc.contact_updated", 3),
+        ("usrloc.contact_deleted", 2),
+        ("usrloc.aor_deleted", 2),
+        ("dialog.profile_counters", 98),
+        ("dialog.created", 1),
+    ]:
+        assert (
+            sum(line.split(" v")[-1].split(",")[0].endswith(f" {name}") for line in heads) == count
+        ), name
+    assert re.search(r'^  aor +"carol@example\.com"$', result.stdout, re.M)
+
+
+def test_decode_pcap_of_datagrams_and_errors(tmp_path: Path) -> None:
+    from pcaps import pcap_bytes, udp_frame
+
+    bad = (VECTORS / "crafted-dialog-created-bad-crc.bin").read_bytes()
+    frames = [
+        udp_frame(("127.0.0.1", 5061), ("127.0.0.1", 5062), (VECTORS / name).read_bytes())
+        for name in ("dialog-created-1.bin", "usrloc-contact-insert-1.bin")
+    ]
+    frames.append(udp_frame(("::1", 5061), ("::1", 5062), bad))
+    pcap = tmp_path / "udp.pcap"
+    pcap.write_bytes(pcap_bytes(frames))
+    result = binif("decode", "--pcap", str(pcap))
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0]
+        == f"{pcap} frame 1 udp 127.0.0.1:5061 > 127.0.0.1:5062: dialog/1 dialog.created, 282 bytes"
+    )
+    assert any(line.endswith("ul/3 ul.contact_inserted, 191 bytes") for line in lines)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"binif: {pcap} frame 3 udp [::1]:5061 > [::1]:5062: BadChecksum: checksum in header is"
+        " 0x9ecbf254 but the body's is 0x9ecbf255",
+        f"binif: {pcap}: 2 BIN packets in 3 frames",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--pcap", "--stream", "x"], "not allowed with argument"),
+        (["--pcap", "--big-endian", "x"], "--pcap reads each packet by its transport"),
+    ],
+)
+def test_decode_mode_errors(argv: list[str], message: str) -> None:
+    result = binif("decode", *argv)
+    assert result.returncode in (1, 2) and message in result.stderr
+
+
+def test_decode_pcap_of_something_else_is_one_line() -> None:
+    name = str(VECTORS / "dialog-created-1.bin")
+    line = one_error_line(binif("decode", "--pcap", name))
+    assert line.startswith("binif: BadCapture: not a pcap or pcapng file")
+
+
+def test_send_stream_builds_a_4_0_vector_byte_exact() -> None:
+    vector = (V40 / "dialog-delete-1.bin").read_bytes()
+    fields, trailer = manifest_fields(ENTRIES40["dialog-delete-1.bin"])
+    sets = [f"--set={name}={value}" for name, value in fields.items()]
+    ids = ",".join(str(trailer[k]) for k in ("cluster_id", "src_node_id", "dst_node_id"))
+    assert build("--stream", "--message", "dialog.deleted", *sets, "--trailer", ids) == vector
+    raw = [f"s:{fields['callid']}", f"s:{fields['caller_tag']}", f"s:{fields['callee_tag']}"]
+    raw.append(f"i:{fields['h_id']}")
+    built = build("--stream", "--version", "4", "dialog-dlg-repl", "3", *raw, "--trailer", ids)
+    assert built == vector
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--trailer", "1,2,3", "m", "1"], "--trailer and --version are for the stream profile"),
+        (["--stream", "m", "1"], "a stream packet needs --version N"),
+        (["--stream", "--version", "1", "--trailer", "1,2", "m", "1"], "bad --trailer '1,2'"),
+        (["--stream", "--message", "dialog.nope"], "known: dialog.created"),
+        (["--stream", "--message", "dialog.deleted", "--version", "3"], "a --message has its own"),
+    ],
+)
+def test_send_stream_errors_are_one_line(argv: list[str], message: str) -> None:
+    assert message in one_error_line(binif("send", "--to", "127.0.0.1:9", *argv))
+
+
+def test_listen_and_send_over_tcp() -> None:
+    listener = Listener("--stream")
+    try:
+        to = f"127.0.0.1:{listener.port}"
+        sent = binif("send", "--stream", "--to", to, "--message", "dialog.deleted",
+                     "--set", "callid=c-9", "--set", "h_id=7", "--trailer", "1,3,1")  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout == f"sent dialog-dlg-repl/3 dialog.deleted, 56 bytes, over TCP to {to}\n"
+        lines = listener.take(6)
+    finally:
+        rest, stderr = listener.stop()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d\.\d{3} 127\.0\.0\.1:\d+ dialog-dlg-repl/3 v4 dialog\.deleted, 56 bytes",
+        lines[0],
+    )
+    assert lines[1] == '  callid      "c-9"' and lines[4] == "  h_id        7"
+    assert lines[5] == "  trailer: cluster 1, node 3 to 1"
+    assert rest[0] == "stats: received 1, handled 1, dropped 0, handler errors 0"
+    assert rest[2].startswith("connections: accepted 1, open 0, bytes received 56")
+    assert "Traceback" not in stderr
+
+
+def test_send_stream_to_nobody_is_peer_unreachable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        result = binif("send", "--stream", "--to", f"127.0.0.1:{port}", "--version", "1", "m", "1")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("binif: PeerUnreachable: no connection to")
