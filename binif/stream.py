@@ -107,6 +107,8 @@ class _Connection(asyncio.Protocol):
         self.last_read = 0.0
         self.partial_since: float | None = None
         self.blocked_on: set[Lane] = set()
+        self.paused = False
+        """The transport's write buffer is over its high-water mark: senders wait."""
         self.writable = asyncio.Event()
         self.writable.set()
         self.lost = asyncio.get_running_loop().create_future()
@@ -159,23 +161,21 @@ class _Connection(asyncio.Protocol):
             self.reason = CloseReason.PEER_CLOSED if exc is None else CloseReason.CONNECTION_ERROR
             if exc is not None:
                 self.endpoint._log_close(self, exc)
+        self.paused = False
         self.writable.set()
         if not self.lost.done():
             self.lost.set_result(None)
         self.endpoint._disconnected(self)
 
     def pause_writing(self) -> None:
+        self.paused = True
         self.writable.clear()
 
     def resume_writing(self) -> None:
+        self.paused = False
         self.writable.set()
 
     # --- control -----------------------------------------------------------------------
-
-    def closing(self) -> bool:
-        """True once the connection is closing or closed: nothing more may be written."""
-        transport = self.transport
-        return transport is None or transport.is_closing()
 
     def close(self, reason: CloseReason, detail: object = None, *, abort: bool = False) -> None:
         """Close the connection for ``reason`` (the first reason given is the one counted)."""
@@ -574,15 +574,17 @@ class StreamEndpoint(Runtime):
         if link is None or self._state != "running":
             link = self._link(addr)
         connection = link.connection
-        if connection is None or connection.closing():
+        transport = None if connection is None else connection.transport
+        if connection is None or transport is None or transport.is_closing():
+            # is_closing: a connection failing is never written to (asyncio would drop it)
             connection = await link.connect()
-        transport = connection.transport
-        assert transport is not None
+            transport = connection.transport
+            assert transport is not None
         transport.write(data)
         counters = self._counters
         counters.packets_sent += 1
         counters.bytes_sent += len(data)
-        if not connection.writable.is_set():
+        if connection.paused:
             await connection.writable.wait()
             if self._state != "running":
                 raise EndpointNotRunning(f"the endpoint closed while a send waited: {self._state}")
