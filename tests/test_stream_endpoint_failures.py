@@ -95,15 +95,17 @@ async def test_a_stalled_half_packet_times_out(host: str) -> None:
 
 async def test_a_slow_but_moving_stream_is_not_a_stall() -> None:
     got = Collector()
-    async with StreamEndpoint(read_timeout=0.3) as rx:
+    async with StreamEndpoint(read_timeout=1.0) as rx:
         rx.register("dialog", got)
         _reader, writer = await asyncio.open_connection(*rx.local_address)
-        for seq in range(6):  # each packet in two halves 0.1 s apart: every one completes
+        # Each packet in two halves 0.1 s apart: longer than read_timeout in all, but
+        # every half packet is completed well within it.
+        for seq in range(12):
             packet = numbered(seq)
             writer.write(packet[:10])
             await asyncio.sleep(0.1)
             writer.write(packet[10:])
-        await wait_until(lambda: got.count() == 6)
+        await wait_until(lambda: got.count() == 12)
         assert rx.stats.connections_open == 1
         writer.close()
 
