@@ -8,7 +8,9 @@ connection, with the codec's precise errors, in its order: a wrong marker
 (``BadMarker``), a declared length under the minimum (``PacketTooShort``) or
 over the maximum (``PacketTooLong``), checked as soon as a header is in; then,
 once the packet is complete, a capability length past the packet
-(``BadNameLength``) and a capability name that is not UTF-8 (``BadModuleName``).
+(``BadNameLength``; OpenSIPS drops only that packet, binif the stream), and an
+empty or non-UTF-8 capability name (``BadNameLength``, ``BadModuleName``), which
+OpenSIPS would match to no capability.
 After a refusal the stream cannot be re-synchronised: the connection must be
 closed, and the decoder refuses further input.
 """

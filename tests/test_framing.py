@@ -238,3 +238,33 @@ def test_a_refused_stream_stays_refused() -> None:
             decoder.feed(data)
         assert isinstance(caught.value.__cause__, BadMarker)
     assert "broken" in repr(decoder)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bodies=st.lists(st.binary(max_size=3000), min_size=1, max_size=12),
+    big=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=40000), max_size=30),
+)
+def test_built_packets_come_back_whole_in_any_split(
+    bodies: list[bytes], big: bool, cuts: list[int]
+) -> None:
+    """Packets of any size, in either byte order, cut anywhere: the same packets in order."""
+    wire = STREAM_BIG_ENDIAN if big else STREAM
+    packets = [
+        PacketWriter(f"cap-{i}", i, wire=wire, version=i - 3).push_str(body).to_bytes()
+        for i, body in enumerate(bodies)
+    ]
+    data = b"".join(packets)
+    decoder = StreamDecoder(wire)
+    readers = []
+    start = 0
+    for stop in [*sorted({cut % (len(data) + 1) for cut in cuts}), len(data)]:
+        readers += decoder.feed(data[start:stop])
+        start = stop
+    assert [reader.data for reader in readers] == packets
+    assert [(r.module, r.command, r.version) for r in readers] == [
+        (f"cap-{i}", i, i - 3) for i in range(len(bodies))
+    ]
+    assert [r.unpack("s", exact=True)[0] for r in readers] == bodies
+    assert (decoder.offset, decoder.buffered) == (len(data), 0)
