@@ -92,6 +92,8 @@ class _MessageMeta(type):
         # The root class, and the slotted copy dataclass(slots=True) rebuilds from an
         # already processed class, stay as they are.
         if not bases or "__dataclass_fields__" in namespace:
+            if not bases:  # Message itself decodes nothing: from_packet says so
+                cls._by_head = {}
             return cls
         made = cast(_MessageMeta, dataclasses.dataclass(frozen=True, slots=True)(cls))
         fields = []
@@ -109,6 +111,7 @@ class _MessageMeta(type):
         made.LAYOUT = "".join(field.code for field in fields)
         made._TEXT = tuple(i for i, field in enumerate(fields) if field.type is str)
         made._decoders = {}
+        made._by_head = {}
         made._unfrozen = _unfrozen_twin(mcls, made)
         names = [field.name for field in fields]
         if len(names) == 1:
@@ -126,8 +129,12 @@ class _MessageMeta(type):
     _TEXT: tuple[int, ...]
     _values: Any
     _decoders: dict[WireFormat, _Decoder]
+    _by_head: dict[object, tuple[_Decoder, int]]
     _unfrozen: type
 
+
+_HEADS_KEPT = 64
+"""Kinds of packet (heads) and wire formats each message class keeps a decoder for."""
 
 _Decoder = Callable[[bytes, int], Any]
 """A generated decoder: (packet, offset of the first field) -> instance, or None."""
@@ -257,18 +264,33 @@ class Message(metaclass=_MessageMeta):
         otherwise: ``TruncatedField``, ``BadFieldLength``, ``TrailingBytes``,
         and ``BadFieldText`` for a text field that is not UTF-8.
         """
-        cls.check_packet(reader)
-        wire = reader.wire
-        decode = cls._decoders.get(wire)
-        if decode is None:
-            decode = cls._decoders[wire] = _compile_decoder(cls, wire)
+        # Readers of one kind of packet (module, command, version, wire) share
+        # one decoded head: a head this class has checked once maps straight
+        # to its decoder and the offset of the first field.
+        found = cls._by_head.get(reader._head)
+        decode, offset = cls._decoder_for(reader) if found is None else found
         try:
-            message = decode(reader.data, reader.fields_offset)
+            message = decode(reader._data, offset)
         except (struct.error, UnicodeDecodeError):
             message = None
         if message is None:
             raise cls._decode_error(reader.rewind())
         return cast(Self, message)
+
+    @classmethod
+    def _decoder_for(cls, reader: PacketReader) -> tuple[_Decoder, int]:
+        """Check a kind of packet not seen yet (raises) and remember its decoder."""
+        cls.check_packet(reader)
+        wire = reader.wire
+        decode = cls._decoders.get(wire)
+        if decode is None:
+            decode = _compile_decoder(cls, wire)
+            if len(cls._decoders) < _HEADS_KEPT:
+                cls._decoders[wire] = decode
+        found = (decode, reader.fields_offset)
+        if len(cls._by_head) < _HEADS_KEPT:
+            cls._by_head[reader._head] = found
+        return found
 
     @classmethod
     def check_packet(cls, reader: PacketReader) -> None:

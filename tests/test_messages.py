@@ -245,6 +245,28 @@ def test_other_module_or_command_is_a_mismatch() -> None:
     assert issubclass(MessageMismatch, DecodeError)
 
 
+def test_a_class_that_decoded_a_kind_of_packet_still_refuses_others() -> None:
+    """Decoders are kept per kind of packet checked: a mismatch is refused every time."""
+    put, drop = parse(bytes(Put("k", 1))), parse(bytes(Drop("k", 2)))
+    for _ in range(2):
+        assert Put.from_packet(put) == Put("k", 1)
+        assert Drop.from_packet(drop) == Drop("k", 2)
+        with pytest.raises(MessageMismatch):
+            Drop.from_packet(put)
+        with pytest.raises(MessageMismatch):
+            Put.from_packet(drop)
+    with pytest.raises(TypeError, match="Message is a set of fields"):
+        Message.from_packet(put)
+
+
+def test_decoding_with_more_wire_formats_than_a_class_keeps() -> None:
+    """Past the kept decoders, each new wire format or head still decodes right."""
+    for number in range(70):
+        wire = DATAGRAM.with_byte_order("big" if number % 2 else "little")
+        message = Put("k", number)
+        assert Put.from_bytes(message.to_bytes(wire=wire), wire=wire) == message
+
+
 def test_a_set_of_fields_cannot_decode() -> None:
     with pytest.raises(TypeError, match="Shared is a set of fields"):
         Shared.from_packet(parse(bytes(Put("k", 1))))
