@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from binif import STREAM, PacketReader
-from binif.cluster import Node, NodeState
+from binif.cluster import Node, NodeNotUp, NodeState
 from binif.cluster import packets as p
 from binif.opensips40 import DialogCreated, DialogDeleted
 from tests.vectors import VECTORS
@@ -310,11 +310,15 @@ async def test_a_silent_opensips_node_goes_probing_then_down(
 
 async def test_sends_are_paced_per_peer(opensips: tuple[Node, FakeOpenSIPS]) -> None:
     node, peer = opensips
-    node.rate, node.burst = 1000.0, 10
+    node.rate, node.burst, node.max_waiting = 1000.0, 10, 50
     await join(node, peer)
     started = time.monotonic()
+    most_queued = 0
     for i in range(200):
         await node.send(DialogCreated.with_defaults(callid=f"c{i}", h_id=i + 1), 1)
+        most_queued = max(most_queued, node.stats.queued)
+    assert most_queued <= 50  # what waits is bounded: senders waited for room instead
+    assert node.stats.send_waits > 0
     callids = []
     for _ in range(200):
         reader = await peer.next_raw(DLG)
@@ -324,6 +328,40 @@ async def test_sends_are_paced_per_peer(opensips: tuple[Node, FakeOpenSIPS]) -> 
     assert callids == [f"c{i}" for i in range(200)]
     assert elapsed >= 0.18  # 190 packets past the burst at 1000/s
     assert node.stats.paced > 0 and node.stats.sent == 200
+
+
+async def test_raw_handlers_errors_and_misuse(opensips: tuple[Node, FakeOpenSIPS]) -> None:
+    node, peer = opensips
+    raw: list[tuple[int, int, bytes]] = []
+
+    async def on_packet(packet: PacketReader, node_id: int) -> None:
+        raw.append((packet.command, node_id, packet.pop_str()[0]))
+        if packet.command == 3:
+            raise RuntimeError("a handler bug")
+
+    node.register(DLG, on_packet)
+    with pytest.raises(ValueError, match="already"):
+        node.register(DLG, on_packet)
+    with pytest.raises(ValueError, match="not a capability"):
+        node.register("usrloc-contact-repl", on_packet)
+    await join(node, peer)
+    await peer.send(vector("join-dialog-create-1.bin"))
+    await peer.send(vector("join-dialog-delete-1.bin"))  # the handler raises
+    await peer.send(vector("join-dialog-create-1.bin"))
+    await until(lambda: len(raw) == 3)
+    callid = b"rig40-call-1-2cbd38cc"
+    assert raw == [(1, 1, callid), (3, 1, callid), (1, 1, callid)]  # the error stopped nothing
+    await until(lambda: node.stats.handled == 2)
+    assert node.stats.handler_errors == 1
+    with pytest.raises(NodeNotUp, match="unknown"):
+        await node.send(DialogCreated.with_defaults(callid="x"), 9)
+    with pytest.raises(TypeError):
+        await node.send(b"bytes", 1)  # type: ignore[arg-type]
+    # A PING from a node nobody knows: UNKNOWN_ID cannot go back on its connection.
+    failed = node.stats.control_failed
+    await peer.send(with_source(vector("join-clusterer-ping-1.bin"), 7))
+    await until(lambda: node.stats.control_failed == failed + 1)
+    assert node.stats.refusals["unknown_source"] == 1
 
 
 # --- two binif nodes ----------------------------------------------------------------------
