@@ -30,6 +30,15 @@ from typing import Any, TextIO
 
 from . import __version__
 from .address import format_address, parse_host_port
+from .cluster.packets import (
+    CLUSTERER_EXTRA,
+    CLUSTERER_INTERNAL,
+    SYNC_CHUNKS,
+    ClustererPacket,
+    Sync,
+    chunk_reader,
+)
+from .cluster.packets import parse as parse_clusterer
 from .dispatch import ANY_MODULE, Address, DropReason
 from .endpoint import Endpoint
 from .errors import BinError, DecodeError, InvalidAddress
@@ -38,6 +47,7 @@ from .layout import INT, STR
 from .messages import Message, MessageRegistry
 from .opensips21 import OPENSIPS21
 from .opensips40 import OPENSIPS40, Trailer
+from .opensips40_usrloc import USRLOC_CAPABILITY, usrloc_chunk
 from .reader import PacketReader
 from .runner import run
 from .stats import Stats, StreamStats
@@ -131,6 +141,10 @@ class Analysis:
     """Why the packet, or its fields, could not be decoded."""
     walk: list[WalkItem] = field(default_factory=list)
     """The best-effort walk, for packets without a fitting layout."""
+    value: ClustererPacket | None = None
+    """A clusterer packet, decoded by :func:`binif.cluster.packets.parse`."""
+    chunks: list[object] = field(default_factory=list)
+    """The items of a SYNC packet, decoded by their capability (empty when unknown)."""
     trailer: Trailer | None = None
     """A stream packet's clusterer trailer (not in ``clusterer-internal`` packets)."""
     source_cluster: int | None = None
@@ -166,6 +180,8 @@ def analyse_stream(reader: PacketReader, registry: MessageRegistry = OPENSIPS40)
     key = (reader.module, reader.command)
     cls = registry.get(key)
     result = Analysis(reader.data, reader, name=STREAM_NAMES.get(key))
+    if reader.module in (CLUSTERER_INTERNAL, CLUSTERER_EXTRA):
+        return _clusterer(result)
     body = reader
     try:
         if reader.module not in NO_TRAILER:
@@ -179,6 +195,31 @@ def analyse_stream(reader: PacketReader, registry: MessageRegistry = OPENSIPS40)
             result.walk = walk(reader)
             return result
     return _decode(result, registry, body)
+
+
+def _clusterer(result: Analysis) -> Analysis:
+    """A clusterer packet as its typed value (a SYNC's items decoded too), or a walk."""
+    assert result.reader is not None
+    try:
+        value = parse_clusterer(result.reader)
+        if isinstance(value, Sync):
+            result.chunks = [_sync_item(value, chunk) for chunk in value.chunks]
+    except DecodeError as exc:
+        result.error = exc
+        result.walk = walk(result.reader)
+        return result
+    result.value = value
+    result.trailer = getattr(value, "trailer", None)
+    return result
+
+
+def _sync_item(sync: Sync, chunk: bytes) -> object:
+    """One SYNC chunk as its capability's message; the raw bytes for another capability."""
+    if sync.capability in SYNC_CHUNKS:
+        return SYNC_CHUNKS.decode_chunk(sync.capability, sync.data_version, chunk)
+    if sync.capability == USRLOC_CAPABILITY:
+        return usrloc_chunk(chunk_reader(sync.capability, sync.data_version, chunk, 0))
+    return chunk
 
 
 def analyse_reader(reader: PacketReader, registry: MessageRegistry = OPENSIPS21) -> Analysis:
@@ -229,21 +270,60 @@ def to_json(analysis: Analysis, **context: Any) -> dict[str, Any]:
         if analysis.source_cluster is not None:
             out["trailer"]["source_cluster_id"] = analysis.source_cluster
     if analysis.message is not None:
-        out["fields"] = {
-            spec.name: value.hex() if isinstance(value, bytes) else value
-            for spec, value in analysis.message.items()
-        }
-        raw_ints = _raw_ints(analysis.message)
-        if raw_ints:
-            out["raw_ints"] = raw_ints
+        out.update(_message_json(analysis.message))
+    if analysis.value is not None:
+        out["fields"] = _value_fields(analysis.value)
+    if analysis.chunks:
+        out["items"] = [
+            _message_json(item) if isinstance(item, Message) else {"hex": _plain(item)}
+            for item in analysis.chunks
+        ]
     if analysis.error is not None:
         out["error"] = _error_text(analysis.error)
-    if reader is not None and analysis.message is None:
+    if reader is not None and analysis.message is None and analysis.value is None:
         out["walk"] = [
             {"offset": item.offset, "kind": item.kind, "hex": item.raw.hex(), "value": item.value}
             for item in analysis.walk
         ]
     return out
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    """A typed message's name, fields (bytes as hex) and decoded raw integers."""
+    out: dict[str, Any] = {"message": _name_of(type(message))}
+    out["fields"] = {spec.name: _plain(value) for spec, value in message.items()}
+    raw_ints = _raw_ints(message)
+    if raw_ints:
+        out["raw_ints"] = raw_ints
+    return out
+
+
+def _name_of(cls: type[Message]) -> str | None:
+    """The built-in name of a message class (OpenSIPS 4.0's or 2.1's), if it has one."""
+    for registry in (OPENSIPS40, OPENSIPS21):
+        if registry.get((cls.MODULE, cls.COMMAND)) is cls:
+            return registry.name_of(cls)
+    return None
+
+
+def _value_fields(value: ClustererPacket) -> dict[str, Any]:
+    """A clusterer packet's fields (its trailer and a SYNC's items are shown apart)."""
+    return {
+        spec.name: _plain(getattr(value, spec.name))
+        for spec in dataclasses.fields(value)
+        if spec.name != "trailer" and not (spec.name == "chunks" and isinstance(value, Sync))
+    }
+
+
+def _plain(value: object) -> Any:
+    """``value`` as JSON-able data: bytes as hex, dataclasses as dicts, tuples as lists."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {spec.name: _plain(getattr(value, spec.name)) for spec in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _hex(raw: bytes) -> str:
@@ -266,22 +346,22 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
     if analysis.name is not None:
         kind += f" {analysis.name}"
     if analysis.message is not None:
+        lines = [f"{prefix} {kind}, {size} bytes", *_message_lines(analysis.message, "  ")]
+        return lines + _trailer_lines(analysis)
+    if analysis.value is not None:
         lines = [f"{prefix} {kind}, {size} bytes"]
-        items = list(analysis.message.items())
-        width = max((len(spec.name) for spec, _ in items), default=0)
-        raw_ints = analysis.message.RAW_INTS
-        decoded = _raw_ints(analysis.message)
-        for spec, value in items:
-            if isinstance(value, bytes):
-                shown = _hex(value)
-                prop = raw_ints.get(spec.name)
-                if prop in decoded:
-                    shown += f"  ({prop} {decoded[prop]})"
-            elif isinstance(value, str):
-                shown = json.dumps(value, ensure_ascii=False)
+        fields = _value_fields(analysis.value)
+        width = max((len(name) for name in fields), default=0)
+        for name, value in fields.items():
+            shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, int) else value
+            lines.append(f"  {name:<{width}}  {shown}")
+        for index, item in enumerate(analysis.chunks):
+            if isinstance(item, Message):
+                lines.append(f"  item {index}: {_name_of(type(item))}")
+                lines += _message_lines(item, "    ")
             else:
-                shown = str(value)
-            lines.append(f"  {spec.name:<{width}}  {shown}")
+                raw = item if isinstance(item, bytes) else repr(item).encode()
+                lines.append(f"  item {index}: {_hex(raw)}")
         return lines + _trailer_lines(analysis)
     if analysis.error is not None:
         head = f"{prefix} {kind}, {size} bytes: does not fit its layout:"
@@ -301,6 +381,27 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
             note, label = f"{size} byte{'' if size == 1 else 's'}, too short for a field", "rest"
         lines.append(f"  @{item.offset:<5} {label:<8} {note:<30} {_hex(item.raw)}")
     return lines + _trailer_lines(analysis)
+
+
+def _message_lines(message: Message, indent: str) -> list[str]:
+    """One line per field of a typed message; raw C integers with their decoded value."""
+    items = list(message.items())
+    width = max((len(spec.name) for spec, _ in items), default=0)
+    raw_ints = message.RAW_INTS
+    decoded = _raw_ints(message)
+    lines = []
+    for spec, value in items:
+        if isinstance(value, bytes):
+            shown = _hex(value)
+            prop = raw_ints.get(spec.name)
+            if prop in decoded:
+                shown += f"  ({prop} {decoded[prop]})"
+        elif isinstance(value, str):
+            shown = json.dumps(value, ensure_ascii=False)
+        else:
+            shown = str(value)
+        lines.append(f"{indent}{spec.name:<{width}}  {shown}")
+    return lines
 
 
 def _trailer_lines(analysis: Analysis) -> list[str]:

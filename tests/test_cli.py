@@ -381,7 +381,7 @@ def test_decode_stream_names_clusterer_packets_and_reports_a_cut(tmp_path: Path)
     cut.write_bytes(ping + ping[:20])
     result = binif("decode", "--stream", str(cut))
     assert result.stdout.startswith(
-        f"{cut}#1 @0: clusterer-internal/0 v1 clusterer.ping, 46 bytes, no built-in layout"
+        f"{cut}#1 @0: clusterer-internal/0 v1 clusterer.ping, 46 bytes\n"
     )
     line = one_error_line(result)
     assert line == f"binif: {cut} @46: the file ends 20 bytes into a packet"
@@ -532,3 +532,42 @@ def test_send_stream_to_nobody_is_peer_unreachable() -> None:
         result = binif("send", "--stream", "--to", f"127.0.0.1:{port}", "--version", "1", "m", "1")
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith("binif: PeerUnreachable: no connection to")
+
+
+def test_decode_clusterer_packets_and_sync_items(tmp_path: Path) -> None:
+    names = ["clusterer-ping-1.bin", "clusterer-sync-end-1.bin", "join-clusterer-sync-1.bin"]
+    stream = tmp_path / "clusterer.bin"
+    stream.write_bytes(b"".join((V40 / name).read_bytes() for name in names))
+    stream.write_bytes(stream.read_bytes() + (VUL / "ul-sync-1.bin").read_bytes())
+    result = binif("decode", "--stream", "--json", str(stream))
+    assert result.returncode == 0, result.stderr
+    ping, sync_end, dialog_sync, usrloc_sync = map(json.loads, result.stdout.splitlines())
+    assert ping["message"] == "clusterer.ping" and "trailer" not in ping
+    assert ping["fields"] == {"cluster_id": 1, "src_node_id": 2, "req_node_list": True}
+    assert sync_end["fields"] == {"capability": "dialog-dlg-repl", "chunks": 0}
+    assert sync_end["trailer"] == {"cluster_id": 1, "src_node_id": 1, "dst_node_id": 2}
+    (item,) = dialog_sync["items"]
+    assert item["message"] == "dialog.created"
+    assert item["fields"]["callid"] == "inject-1@thirdparty"
+    # The usrloc SYNC: 4 AoRs and 5 contacts, the same as the inserts sent before.
+    items = usrloc_sync["items"]
+    assert [i["message"] for i in items].count("usrloc.contact_inserted") == 5
+    assert [i["message"] for i in items].count("usrloc.aor_inserted") == 4
+    contacts = {i["fields"]["contact"]: i for i in items if "contact" in i["fields"]}
+    carol = contacts["sip:carol@10.0.0.7:5080"]
+    assert carol["fields"]["cflags"] == "NAT" and carol["raw_ints"]["q_value"] == -1
+    text = binif("decode", "--stream", str(stream)).stdout
+    assert re.search(
+        r"^  item 0: dialog\.created\n    callid +\"inject-1@thirdparty\"$", text, re.M
+    )
+
+
+def test_decode_a_clusterer_packet_that_does_not_fit_is_walked(tmp_path: Path) -> None:
+    ping = bytearray((V40 / "clusterer-ping-1.bin").read_bytes() + b"\x07\x00\x00\x00")
+    ping[4:8] = len(ping).to_bytes(4, "little")
+    bad = tmp_path / "ping.bin"
+    bad.write_bytes(bytes(ping))
+    result = binif("decode", "--stream", str(bad))
+    assert "clusterer.ping, 50 bytes: does not fit its layout:" in result.stdout
+    assert "@46    int      7" in result.stdout
+    assert "TrailingBytes" in one_error_line(result)
