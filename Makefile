@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-framing bench-endpoint bench-backup bench-cluster clean fuzz soak
+.PHONY: test lint typecheck unit demo demo-codec bench bench-typed bench-framing bench-endpoint bench-backup bench-cluster bench-send clean fuzz soak
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-stream: $(INSTALLED)
 # Dialogs/s to a typed handler through a cluster Node against a bare StreamEndpoint (floor 70%).
 bench-cluster: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_cluster.py
+
+# Send rates: bare sendto with and without IP_RECVERR, Endpoint.send, replicate to a dead peer.
+bench-send: $(INSTALLED)
+	$(BIN)/python benchmarks/bench_send.py
 
 # make fuzz FUZZ_SECONDS=600: each target for that long; failures land in tests/fuzz_regressions/.
 FUZZ_SECONDS ?= 60

@@ -32,7 +32,7 @@ from .errors import (
     PacketTooShort,
 )
 from .reader import PacketReader
-from .wire import DATAGRAM, WireFormat
+from .wire import DATAGRAM, WireFormat, not_a_wire_format
 
 __all__ = [
     "ANY_MODULE",
@@ -213,6 +213,8 @@ class Dispatcher:
         wire: WireFormat = DATAGRAM,
         allow: Iterable[str | IPNetwork] | None = None,
     ) -> None:
+        if not isinstance(wire, WireFormat):
+            raise not_a_wire_format(wire)
         self.wire = wire
         self.allow = AllowList(allow) if allow is not None else None
         self._routes: dict[str, Route] = {}

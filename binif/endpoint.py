@@ -12,22 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import errno
 import logging
 import os
 import socket
+import struct
+import sys
 import time
 from collections.abc import Iterable
 from typing import Final, SupportsBytes, cast
 
-from .address import format_address
-from .dispatch import Address, DropReason
-from .errors import DatagramTooLarge, EndpointNotRunning
+from .address import (
+    Address,
+    IPNetwork,
+    check_address,
+    format_address,
+    numeric_address,
+    resolve_address,
+)
+from .dispatch import DropReason
+from .errors import AddressTypeError, BindError, DatagramTooLarge, EndpointNotRunning
 from .reader import PacketReader
 from .runtime import DEFAULT_QUEUE_SIZE, Runtime
 from .stats import Counters, Stats, udp_kernel_drops
 from .wire import DATAGRAM, WireFormat
-from .writer import PacketWriter
+from .writer import PacketWriter, packet_bytes
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -47,7 +56,20 @@ MAX_DATAGRAM_IPV6: Final = 65527
 """Largest UDP payload over IPv6 without jumbograms: 65535 - 8 (UDP header)."""
 
 Packet = PacketWriter | bytes | bytearray | memoryview | SupportsBytes
-"""What send accepts: a writer, prebuilt bytes, or anything ``bytes()`` turns into a packet."""
+"""What send accepts: a writer, prebuilt bytes, or a message (anything with ``__bytes__``)."""
+
+_RECVERR: Final = sys.platform.startswith("linux")
+"""Ask Linux for ICMP errors on the unconnected socket (IP_RECVERR), per destination."""
+_IP_RECVERR: Final = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR: Final = getattr(socket, "IPV6_RECVERR", 25)
+_EXTENDED_ERR: Final = struct.Struct("=IBBBxII")
+"""struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, pad, ee_info, ee_data."""
+_ORIGIN_ICMP: Final = (2, 3)
+"""SO_EE_ORIGIN_ICMP and SO_EE_ORIGIN_ICMP6: a router or the peer's host reported it."""
+_SEND_ATTEMPTS: Final = 3
+"""A send that only collected an earlier datagram's ICMP error is tried again, this often."""
+_DESTINATIONS_MAX: Final = 4096
+"""Checked destinations kept, so a repeated send skips the check."""
 
 
 class Endpoint(Runtime, asyncio.DatagramProtocol):
@@ -60,10 +82,26 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
     into ``concurrency``; each module has a queue of ``queue_size`` packets,
     and a datagram that finds it full is dropped as ``queue_full``.
 
+    Handlers are ``async def`` functions taking ``(packet, source)`` (typed
+    ones ``(message, source)``), checked when registered.
+
+    Addresses are ``(host, port)`` tuples, or ``(host, port, flowinfo,
+    scope_id)`` for IPv6, checked by :mod:`binif.address` before anything
+    touches the socket: a wrong type raises ``AddressTypeError``, a bad value
+    (port 70000, a host that is no address) ``InvalidAddress``. The bind
+    address and ``peers`` may use host names, resolved once at :meth:`start`
+    without blocking the loop; :meth:`send` and :meth:`send_many` take numeric
+    addresses only. Bound to ``"::"``, the endpoint is dual-stack and sends to
+    IPv4 addresses as IPv4-mapped ones; bound to another IPv6 address it
+    refuses IPv4 destinations, and an IPv4 endpoint refuses IPv6 ones.
+
     ``allow`` restricts sources to networks (strings or ``ipaddress`` objects);
     ``recv_buffer``/``send_buffer`` request socket buffer sizes (None keeps the
     OS default); ``peers`` are the destinations of :meth:`replicate`;
     ``drain_timeout`` bounds how long :meth:`close` lets queued packets finish.
+
+    An endpoint is single-use: after :meth:`close` (or once its socket closed
+    under it: ``running`` False, ``failure`` says why) create a new one.
     """
 
     _unit = "datagram"
@@ -72,7 +110,7 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
         self,
         local_addr: tuple[str, int] | Address = ("127.0.0.1", 0),
         *,
-        allow: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None,
+        allow: Iterable[str | IPNetwork] | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         recv_buffer: int | None = DEFAULT_RECV_BUFFER,
         send_buffer: int | None = None,
@@ -89,10 +127,17 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
             log_interval=log_interval,
             counters=Counters(),
         )
-        self.local_addr = tuple(local_addr)
+        check_address(local_addr, what="bind address", any_port=True)
+        self.local_addr: Address = tuple(local_addr)
         self.recv_buffer_requested = recv_buffer
         self.send_buffer_requested = send_buffer
-        self.peers: tuple[Address, ...] = tuple(tuple(peer) for peer in peers)
+        if isinstance(peers, str | bytes):
+            check_address(peers, what="peers=")  # a str: refused, with a hint
+        given_peers = tuple(peers)
+        for peer in given_peers:
+            check_address(peer, what="peers=")
+        self.peers: tuple[Address, ...] = tuple(tuple(peer) for peer in given_peers)
+        """The destinations of :meth:`replicate`: numeric (host names resolved) once started."""
         self._classify = self._core.classify
         self._transport: asyncio.DatagramTransport | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -101,6 +146,13 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
         self._in_send = False
         self._send_failed = False
         self._family = socket.AF_INET
+        self._dual_stack = False
+        self._sock: socket.socket | None = None
+        self._destinations: dict[Address, Address] = {}
+        self._peer_errors: dict[str, int] = {}
+        self._retry_send = False
+        self.last_send_error: OSError | None = None
+        """The OS error of the last datagram the OS refused (``send`` returned 0)."""
         self._sockname: Address | None = None
         self._inode = 0
         self._recv_buffer: int | None = None
@@ -110,10 +162,18 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
     # --- the socket --------------------------------------------------------------------
 
     async def _open(self) -> None:
-        """Bind the socket and attach this protocol to it."""
+        """Resolve the bind address and peers, bind the socket, attach this protocol to it."""
         loop = asyncio.get_running_loop()
-        sock = await self._bind(loop)
+        sock = await self._bind()
         try:
+            self.peers = tuple(
+                [
+                    await resolve_address(
+                        peer, self._family, dual_stack=self._dual_stack, what="peers="
+                    )
+                    for peer in self.peers
+                ]
+            )
             self._lost = loop.create_future()
             transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
         except BaseException:
@@ -121,18 +181,30 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
             raise
         self._transport = transport
 
-    async def _bind(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
-        host, port = self.local_addr[0], self.local_addr[1]
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-        family, _type, proto, _name, sockaddr = infos[0]
-        if family == socket.AF_INET6 and len(self.local_addr) == 4:
-            sockaddr = self.local_addr
-        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    async def _bind(self) -> socket.socket:
+        where = await resolve_address(
+            self.local_addr, what="bind address", any_port=True, passive=True
+        )
+        family = socket.AF_INET6 if len(where) == 4 else socket.AF_INET
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise _bind_error(where, exc) from exc
         try:
             sock.setblocking(False)
             self._set_buffer(sock, socket.SO_RCVBUF, self.recv_buffer_requested)
             self._set_buffer(sock, socket.SO_SNDBUF, self.send_buffer_requested)
-            sock.bind(sockaddr)
+            dual_stack = family == socket.AF_INET6 and where[0] == "::"
+            if dual_stack:  # whatever the system default, "::" reaches IPv4 too
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if _RECVERR:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+            try:
+                sock.bind(where)
+            except OSError as exc:
+                raise _bind_error(where, exc) from exc
             self._recv_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             self._send_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             self._sockname = tuple(sock.getsockname())
@@ -141,6 +213,8 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
             sock.close()
             raise
         self._family = family
+        self._dual_stack = dual_stack
+        self._sock = sock
         return sock
 
     @staticmethod
@@ -155,7 +229,7 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
     async def _shut(self) -> None:
         """Close the socket and wait (up to a second) until asyncio lets go of it."""
         # The socket's counter goes with it: keep its last value for later snapshots.
-        if self._inode:
+        if self._inode and self.failure is None:  # after a failure, read when it failed
             self._closed_kernel_drops = udp_kernel_drops(
                 self._inode, self._family == socket.AF_INET6
             )
@@ -198,7 +272,18 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The socket is closed: nothing more will be received."""
+        """The socket is closed: nothing more will be received.
+
+        Outside :meth:`close` (the loop closed the transport on a fatal error,
+        or something else closed it), the endpoint stops: ``running`` turns
+        False, ``failure`` keeps the reason, and :meth:`send` raises
+        :class:`~binif.errors.EndpointNotRunning`.
+        """
+        if self._state == "running":
+            self._closed_kernel_drops = self._kernel_drops()
+            self._fail(
+                exc or ConnectionError("the socket was closed by something else than close()")
+            )
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         self._writable.set()
@@ -235,46 +320,113 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         """An OS error on the socket: counted and logged, never fatal.
 
-        During ``sendto`` it is the OS refusing that datagram (``send_errors``);
-        otherwise it reports an earlier datagram, e.g. ICMP port unreachable
-        (``errors_received``).
+        On Linux the socket asks for ICMP errors (``IP_RECVERR``): each one says
+        which destination did not take a datagram (no one listening, host or
+        network unreachable) and is counted in ``errors_received`` and, per
+        destination, in ``peer_errors``. An error the OS gives for the datagram
+        being sent is a ``send_errors``.
         """
-        now = time.monotonic()
+        reports = self._read_error_queue()
         if self._in_send:
+            if reports and getattr(exc, "errno", None) in reports:
+                # The OS handed this send an earlier datagram's ICMP error instead
+                # of sending: the datagram was not sent, try it again.
+                self._send_failed = self._retry_send = True
+                return
             self._send_failed = True
+            self._retry_send = False
             self._counters.send_errors += 1
+            self.last_send_error = exc if isinstance(exc, OSError) else OSError(str(exc))
             self._limiter.log(
-                ("send_error", type(exc)), now, logging.WARNING, "send failed: %r", exc
+                ("send_error", type(exc)), time.monotonic(), logging.WARNING, "send failed: %r", exc
             )
-        else:
+        elif not reports:
             self._counters.errors_received += 1
             self._limiter.log(
-                ("error_received", type(exc)), now, logging.WARNING, "socket error: %r", exc
+                ("error_received", type(exc)),
+                time.monotonic(),
+                logging.WARNING,
+                "socket error: %r",
+                exc,
             )
+
+    def _read_error_queue(self) -> set[int]:
+        """Count the ICMP errors queued on the socket per destination; return their errnos."""
+        sock = self._sock
+        if not _RECVERR or sock is None:
+            return set()
+        found: set[int] = set()
+        counters = self._counters
+        peer_errors = self._peer_errors
+        while True:
+            try:
+                _data, ancillary, _flags, destination = sock.recvmsg(0, 512, socket.MSG_ERRQUEUE)
+            except OSError:  # EAGAIN: the queue is empty (or closed)
+                return found
+            for _level, _type, payload in ancillary:
+                if len(payload) < _EXTENDED_ERR.size:
+                    continue
+                code, origin = _EXTENDED_ERR.unpack_from(payload)[:2]
+                if origin not in _ORIGIN_ICMP:
+                    continue
+                found.add(code)
+                where = format_address(destination)
+                counters.errors_received += 1
+                peer_errors[where] = peer_errors.get(where, 0) + 1
+                self._limiter.log(
+                    ("peer_error", where),
+                    time.monotonic(),
+                    logging.WARNING,
+                    "datagram to %s not taken: %s (counted in stats.peer_errors)",
+                    where,
+                    os.strerror(code) if code else "ICMP error",
+                )
 
     async def send(self, packet: Packet, addr: Address) -> int:
         """Send one packet to ``addr``; return the bytes sent (0 if the OS refused it).
 
+        ``packet`` is a :class:`~binif.writer.PacketWriter`, bytes or a message;
+        ``addr`` a numeric ``(host, port)`` tuple (see the class docstring).
         Waits while flow control has paused the endpoint. Raises
         :class:`~binif.errors.DatagramTooLarge` before sending a datagram too big
-        for the address family.
+        for the address family, ``AddressTypeError``/``InvalidAddress`` for an
+        address it cannot send to, and
+        :class:`~binif.errors.EndpointNotRunning` unless running. When the OS
+        refuses the datagram, ``last_send_error`` says why.
         """
-        data = packet if type(packet) is bytes else bytes(packet)
+        data = packet if type(packet) is bytes else packet_bytes(packet)
         transport = self._transport
         if transport is None or self._state != "running":
-            raise EndpointNotRunning(f"send() on an endpoint that is {self._state}")
+            raise self._not_running("send()")
+        try:
+            destination = self._destinations[addr]
+        except (KeyError, TypeError):
+            destination = self._destination(addr, "send()")
+        else:
+            if type(addr[1]) is not int:  # 5999.0 == 5999 found it: check the real thing
+                destination = self._destination(addr, "send()")
         if len(data) > MAX_DATAGRAM_IPV4:  # below it, any family carries it
-            self._check_size(data, addr)
+            self._check_size(data, destination)
         if not self._writable.is_set():
             await self._wait_writable()
-        return self._sendto(transport, data, addr)
+        return self._sendto(transport, data, destination)
 
     async def send_many(self, packet: Packet, addrs: Iterable[Address]) -> int:
-        """Send one build of ``packet`` to every address in ``addrs``; return total bytes sent."""
-        data = packet if type(packet) is bytes else bytes(packet)
-        destinations = [tuple(addr) for addr in addrs]
+        """Send one build of ``packet`` to every address in ``addrs``; return total bytes sent.
+
+        Every address is checked before the first datagram leaves.
+        """
+        data = packet if type(packet) is bytes else packet_bytes(packet)
         if self._transport is None or self._state != "running":
-            raise EndpointNotRunning(f"send_many() on an endpoint that is {self._state}")
+            raise self._not_running("send_many()")
+        if isinstance(addrs, str | bytes) or (
+            isinstance(addrs, tuple) and addrs and isinstance(addrs[0], str)
+        ):  # one address where a list of them belongs: send_many(p, ("10.0.0.1", 5062))
+            raise AddressTypeError(
+                f"send_many() takes a list of addresses, not the one address {addrs!r}",
+                address=addrs,
+            )
+        destinations = [self._checked(addr, "send_many()") for addr in addrs]
         for addr in destinations:
             self._check_size(data, addr)
         total = 0
@@ -288,13 +440,40 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
         """Send ``packet`` to every address in ``peers``; return total bytes sent."""
         return await self.send_many(packet, self.peers)
 
+    def _not_running(self, where: str) -> EndpointNotRunning:
+        if self._state == "failed":
+            return EndpointNotRunning(
+                f"{where} on an endpoint whose socket closed under it: {self.failure!r}"
+            )
+        return EndpointNotRunning(f"{where} on an endpoint that is {self._state}")
+
+    def _checked(self, addr: Address, what: str) -> Address:
+        """``addr`` as the numeric address the socket takes (``send`` inlines this)."""
+        try:
+            destination = self._destinations[addr]
+        except (KeyError, TypeError):
+            return self._destination(addr, what)
+        if type(addr[1]) is not int:  # 5999.0 == 5999 found it: check the real thing
+            return self._destination(addr, what)
+        return destination
+
+    def _destination(self, addr: object, what: str) -> Address:
+        """``addr`` checked and made numeric for this socket; remembered for the next send."""
+        destination = numeric_address(addr, self._family, dual_stack=self._dual_stack, what=what)
+        if type(addr) is tuple and type(addr[1]) is int:
+            cache = self._destinations
+            if len(cache) >= _DESTINATIONS_MAX:
+                cache.clear()
+            cache[addr] = destination
+        return destination
+
     async def _wait_writable(self) -> None:
         await self._writable.wait()
         if self._state != "running":
             raise EndpointNotRunning(f"the endpoint closed while a send waited: {self._state}")
 
     def _check_size(self, data: bytes, addr: Address) -> None:
-        limit = self.max_datagram(addr)
+        limit = _max_datagram(addr)
         if len(data) > limit:
             family = "IPv6" if limit == MAX_DATAGRAM_IPV6 else "IPv4"
             raise DatagramTooLarge(
@@ -304,11 +483,9 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
 
     def max_datagram(self, addr: Address) -> int:
         """Largest datagram this endpoint can send to ``addr``."""
-        if self._family == socket.AF_INET6 and not str(addr[0]).startswith("::ffff:"):
-            host = str(addr[0])
-            if ":" in host:
-                return MAX_DATAGRAM_IPV6
-        return MAX_DATAGRAM_IPV4
+        return _max_datagram(
+            numeric_address(addr, self._family, dual_stack=self._dual_stack, what="max_datagram()")
+        )
 
     def _sendto(self, transport: asyncio.DatagramTransport, data: bytes, addr: Address) -> int:
         self._in_send = True
@@ -316,22 +493,44 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
         try:
             transport.sendto(data, addr)
         except OSError as exc:
-            self._in_send = False
             self.error_received(exc)
-            return 0
         finally:
             self._in_send = False
         if self._send_failed:
-            return 0
+            return self._resend(transport, data, addr)
         counters = self._counters
         counters.packets_sent += 1
         counters.bytes_sent += len(data)
         return len(data)
 
+    def _resend(self, transport: asyncio.DatagramTransport, data: bytes, addr: Address) -> int:
+        """After a failed sendto: try again if the OS only handed over an earlier ICMP error."""
+        for _attempt in range(_SEND_ATTEMPTS):
+            if not self._retry_send:
+                return 0  # the OS refused this datagram: counted in send_errors
+            self._retry_send = self._send_failed = False
+            self._in_send = True
+            try:
+                transport.sendto(data, addr)
+            except OSError as exc:
+                self.error_received(exc)
+            finally:
+                self._in_send = False
+            if not self._send_failed:
+                counters = self._counters
+                counters.packets_sent += 1
+                counters.bytes_sent += len(data)
+                return len(data)
+        self._counters.send_errors += 1
+        self.last_send_error = OSError(
+            errno.EAGAIN, f"ICMP errors kept arriving: {_SEND_ATTEMPTS} tries, none sent"
+        )
+        return 0
+
     # --- stats ----------------------------------------------------------------------
 
     def _kernel_drops(self) -> int | None:
-        if self._state in ("closing", "closed"):
+        if self._state in ("failed", "closing", "closed"):
             return self._closed_kernel_drops
         if not self._inode:
             return None
@@ -348,8 +547,20 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
             recv_buffer=self._recv_buffer,
             send_buffer=self._send_buffer,
             kernel_drops=self._kernel_drops(),
+            peer_errors=self._peer_errors,
         )
 
     def __repr__(self) -> str:
         where = format_address(self._sockname) if self._sockname else "unbound"
         return f"Endpoint({where}, {self._state}, modules={sorted(self._lanes)})"
+
+
+def _max_datagram(addr: Address) -> int:
+    """Largest datagram to a numeric address: IPv6's limit unless IPv4 or IPv4-mapped."""
+    if len(addr) == 4 and not addr[0].startswith("::ffff:"):
+        return MAX_DATAGRAM_IPV6
+    return MAX_DATAGRAM_IPV4
+
+
+def _bind_error(where: Address, exc: OSError) -> BindError:
+    return BindError(exc.errno, exc.strerror or str(exc), format_address(where))

@@ -166,7 +166,18 @@ class EndpointError(BinError):
 
 
 class EndpointNotRunning(EndpointError, RuntimeError):
-    """The endpoint is not started yet, or already closed."""
+    """The endpoint is not running: not started yet, closed, or its socket closed under it."""
+
+
+class EndpointInUse(EndpointError, RuntimeError):
+    """start() on an endpoint that is already running (e.g. a nested ``async with``)."""
+
+
+class BindError(EndpointError, OSError):
+    """The socket could not be bound: ``errno``, ``strerror`` the OS's, ``filename`` the address."""
+
+    def __str__(self) -> str:
+        return f"cannot bind {self.filename}: {self.strerror}"
 
 
 class AlreadyRegistered(EndpointError, ValueError):

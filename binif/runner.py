@@ -1,4 +1,4 @@
-"""``binif.run(main)``: run a coroutine on uvloop when it is installed, plain asyncio otherwise.
+"""``binif.run(main())``: run a coroutine on uvloop when it is installed, plain asyncio otherwise.
 
 The library never installs an event loop policy (``uvloop.install()`` is
 deprecated on Python 3.12+ and changes the whole process); applications pick

@@ -34,7 +34,7 @@ from .dispatch import (
     Route,
     Target,
 )
-from .errors import BadVersion, DecodeError, EndpointNotRunning
+from .errors import BadVersion, DecodeError, EndpointError, EndpointInUse, EndpointNotRunning
 from .reader import PacketReader
 from .stats import Counters
 from .wire import WireFormat
@@ -51,7 +51,7 @@ _YIELD_EVERY: Final = 64
 
 H = TypeVar("H", bound=Handler)
 M = TypeVar("M", bound=MessageType)
-State = Literal["new", "starting", "running", "closing", "closed"]
+State = Literal["new", "starting", "running", "failed", "closing", "closed"]
 
 
 class Lane:
@@ -171,6 +171,8 @@ class Runtime:
         self._lanes: dict[str, Lane] = {}
         self._retiring: set[Lane] = set()
         self._state: State = "new"
+        self.failure: BaseException | None = None
+        """Why the transport closed under the running endpoint (``running`` is then False)."""
 
     # --- the transport's part ----------------------------------------------------------
 
@@ -187,7 +189,7 @@ class Runtime:
     async def start(self) -> Self:
         """Open the transport and start the workers of every registered module."""
         if self._state != "new":
-            raise EndpointNotRunning(f"start() on an endpoint that is {self._state}")
+            raise self._cannot_start()
         self._state = "starting"
         try:
             await self._open()
@@ -201,6 +203,37 @@ class Runtime:
         for lane in self._lanes.values():
             self._start_workers(lane)
         return self
+
+    def _cannot_start(self) -> EndpointError:
+        if self._state in ("starting", "running"):
+            return EndpointInUse(
+                f"start(): the endpoint is already {self._state} (started twice, or a nested"
+                " `async with` on the same endpoint)"
+            )
+        if self._state == "failed":
+            return EndpointNotRunning(
+                f"start(): the endpoint stopped when its transport closed under it"
+                f" ({self.failure!r}); an endpoint is single-use: create a new one"
+            )
+        return EndpointNotRunning(
+            f"start(): the endpoint is {self._state}; an endpoint is single-use: create a new one"
+        )
+
+    def _fail(self, reason: BaseException) -> None:
+        """The transport closed under a running endpoint: it stops; ``failure`` says why.
+
+        Workers go on with the packets already queued; :meth:`close` still
+        drains and stops them.
+        """
+        if self._state != "running":
+            return
+        self._state = "failed"
+        self.failure = reason
+        logger.error(
+            "%r stopped: its transport closed under it (%r); close it and start a new one",
+            self,
+            reason,
+        )
 
     async def close(self) -> None:
         """Stop receiving, let queued packets finish (up to ``drain_timeout``), stop workers.
@@ -259,7 +292,7 @@ class Runtime:
 
     @property
     def running(self) -> bool:
-        """True between a successful start() and close()."""
+        """True between a successful start() and close(), unless the transport closed under it."""
         return self._state == "running"
 
     # --- registry ----------------------------------------------------------------------

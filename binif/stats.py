@@ -111,13 +111,15 @@ class Stats:
     send_errors: int
     """Datagrams the OS refused at once (sendto failed)."""
     errors_received: int
-    """Errors the OS reported later on the socket, e.g. ICMP port unreachable."""
+    """Errors the OS reported later on the socket, e.g. ICMP port unreachable (``peer_errors``)."""
     recv_buffer: int | None
     """SO_RCVBUF as granted by the OS (Linux reports twice the requested value)."""
     send_buffer: int | None
     """SO_SNDBUF as granted by the OS."""
     kernel_drops: int | None
     """Datagrams the kernel dropped for this socket (Linux /proc/net/udp*), None elsewhere."""
+    peer_errors: Mapping[str, int]
+    """ICMP errors per destination (``"host:port"``): a peer not listening, unreachable (Linux)."""
 
     @property
     def dropped(self) -> int:
@@ -138,6 +140,7 @@ class Stats:
         result = {f.name: getattr(self, f.name) for f in fields(self)}
         result["drops"] = {str(reason): count for reason, count in self.drops.items()}
         result["queue_depths"] = dict(self.queue_depths)
+        result["peer_errors"] = dict(self.peer_errors)
         return result
 
     @classmethod
@@ -150,6 +153,7 @@ class Stats:
         recv_buffer: int | None = None,
         send_buffer: int | None = None,
         kernel_drops: int | None = None,
+        peer_errors: Mapping[str, int] | None = None,
     ) -> Stats:
         """Freeze ``counters`` and the given gauges into a snapshot."""
         return cls(
@@ -168,6 +172,7 @@ class Stats:
             recv_buffer=recv_buffer,
             send_buffer=send_buffer,
             kernel_drops=kernel_drops,
+            peer_errors=FrozenDict(peer_errors or {}),
         )
 
 

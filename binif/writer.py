@@ -25,7 +25,7 @@ from .errors import (
 from .layout import compile_layout
 from .wire import DATAGRAM, WireFormat, not_a_wire_format
 
-__all__ = ["PacketWriter", "StrValue"]
+__all__ = ["PacketWriter", "StrValue", "packet_bytes"]
 
 StrValue = bytes | bytearray | memoryview | str | None
 """What a str field accepts: bytes, text (sent as UTF-8), or None (OpenSIPS's NULL)."""
@@ -365,3 +365,21 @@ class PacketWriter:
 
 
 _new_writer = object.__new__
+
+
+def packet_bytes(packet: object) -> bytes:
+    """The bytes of a packet given to send: a writer, bytes-like, or a message (``__bytes__``).
+
+    Anything else (an int, a list, a str) is a TypeError: ``bytes(42)`` would
+    be 42 NUL bytes, not a packet.
+    """
+    if isinstance(packet, bytes | bytearray | memoryview):
+        return bytes(packet)
+    if hasattr(type(packet), "__bytes__"):
+        data = bytes(packet)  # type: ignore[call-overload]
+        if type(data) is bytes:
+            return data
+    raise TypeError(
+        "a packet is a PacketWriter, bytes, bytearray, memoryview or a message,"
+        f" not {type(packet).__name__}"
+    )

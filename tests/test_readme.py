@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,24 @@ def test_readme_error_examples_fail_when_no_error_is_raised() -> None:
         for node in ast.walk(ast.parse(block)):
             if isinstance(node, ast.Try) and node.handlers:
                 assert node.orelse, f"README python block {index}, line {node.lineno}: no else"
+
+
+def test_readme_blocks_pass_mypy_strict(tmp_path: Path) -> None:
+    """What the README shows type-checks as it is written: users copy it into strict projects."""
+    files = []
+    for index, block in enumerate(BLOCKS):
+        path = tmp_path / f"readme_block_{index}.py"
+        path.write_text(block)
+        files.append(str(path))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(ROOT)},  # the editable install hides binif from mypy
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_codec_tour_runs() -> None:
