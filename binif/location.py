@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
+from .errors import EncodeError
 from .opensips40_usrloc import (
     AorDeleted,
     AorInserted,
@@ -95,6 +96,32 @@ class Binding:
             kv_storage=message.kv_storage,
         )
 
+    def to_message(self, version: int = 5) -> ContactInserted:
+        """The contact insert of this binding (``cmatch_mode`` 1, as in a sync chunk)."""
+        return ContactInserted.build(
+            domain=self.domain,
+            aor=self.aor,
+            contact=self.contact,
+            contact_id=self.contact_id,
+            callid=self.callid,
+            user_agent=self.user_agent,
+            path=self.path,
+            attr=self.attr,
+            received=self.received,
+            instance=self.instance,
+            expires_at=self.expires_at,
+            q_value=self.q,
+            sock=self.sock,
+            cseq=self.cseq,
+            flags=self.flags,
+            cflags=_cflags_for(self.cflags, version),
+            methods=self.methods,
+            last_modified_at=self.last_modified,
+            kv_storage=self.kv_storage,
+            cmatch_mode=ContactMatch.CONTACT_CALLID,
+            version=version,
+        )
+
     def expires_in(self, now: float) -> float | None:
         """Seconds left at ``now`` (negative once expired); None for a permanent binding."""
         return None if self.expires_at == 0 else self.expires_at - now
@@ -102,6 +129,17 @@ class Binding:
     def expired(self, now: float) -> bool:
         """True once ``now`` has reached ``expires_at`` (never for a permanent binding)."""
         return 0 < self.expires_at <= now
+
+
+def _cflags_for(cflags: str | int, version: int) -> str | int:
+    """Branch flags as ``version`` carries them: none converts, names and bits do not."""
+    if version <= 3:
+        if isinstance(cflags, str) and cflags:
+            raise EncodeError(f"branch flags {cflags!r} (names) cannot go in a version 3 packet")
+        return cflags or 0
+    if isinstance(cflags, int) and cflags:
+        raise EncodeError(f"branch flags {cflags:#x} (bits) need a version 3 packet, not {version}")
+    return cflags or ""
 
 
 @dataclass(slots=True)
@@ -275,6 +313,27 @@ class LocationTable:
                 del self._records[key]
                 changes.append(Change(ChangeKind.AOR_REMOVED, record.domain, record.aor))
         return tuple(changes)
+
+    def sync_messages(self, version: int = 5) -> Iterator[AorInserted | ContactInserted]:
+        """The table as a donor's SYNC carries it: each AoR, then its contacts.
+
+        For ``binif.cluster.Node.provide``. Contacts go with ``cmatch_mode`` 1, as
+        OpenSIPS sends them; ``version`` is the cluster's usrloc layout version.
+        Raises :class:`~binif.errors.EncodeError` for branch flags the version
+        cannot carry (names from a v4+ sender in v3, a bitmask from a v3 one in v5).
+        """
+        for record in self._records.values():
+            kv_storage = record.kv_storage if version >= 5 else ""
+            yield AorInserted(
+                record.domain,
+                record.aor,
+                record.label,
+                record.next_clabel,
+                kv_storage,
+                version=version,
+            )
+            for binding in record._bindings:
+                yield binding.to_message(version)
 
     def clear(self) -> None:
         """Forget everything (before applying a fresh sync, for instance)."""

@@ -60,6 +60,7 @@ __all__ = [
     "ProfileEntry",
     "UsrlocPacket",
     "usrloc_chunk",
+    "usrloc_chunk_body",
 ]
 
 USRLOC_CAPABILITY = "usrloc-contact-repl"
@@ -643,6 +644,21 @@ def usrloc_chunk(chunk: PacketReader) -> AorInserted | ContactInserted:
     message, rest = cls.read_fields(rest, chunk.version)
     _expect_end(rest)
     return message
+
+
+def usrloc_chunk_body(message: Message) -> bytes:
+    """The sync chunk of an AoR or contact insert: ``is_contact``, then its fields.
+
+    What a donor sends for each item (OpenSIPS sends cmatch_mode 1 in chunks).
+    """
+    if not isinstance(message, (AorInserted, ContactInserted)):
+        raise TypeError(
+            f"a usrloc sync chunk holds an AorInserted or a ContactInserted,"
+            f" not {type(message).__name__}"
+        )
+    writer = PacketWriter(USRLOC_CAPABILITY, 0, wire=STREAM, version=message.version)
+    writer = message.push_to(writer.push_int(int(isinstance(message, ContactInserted))))
+    return PacketReader.parse(writer.to_bytes(), wire=STREAM).fields
 
 
 # --- dialog-prof-repl ---------------------------------------------------------------------

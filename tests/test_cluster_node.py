@@ -6,12 +6,12 @@ import asyncio
 import dataclasses
 import socket
 import struct
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from cluster_helpers import run_cluster_watch
 
 from binif import STREAM, PacketReader
 from binif.cluster import Node, NodeNotUp, NodeState
@@ -440,20 +440,9 @@ async def test_cluster_watch_example_syncs_and_prints_the_table() -> None:
     ]
     donor.provide(DLG, lambda: dialogs)
     async with donor:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "examples/cluster_watch.py"),
-            "--node=3",
-            f"--url=bin:127.0.0.1:{ports[3]}",
-            f"--seed=1=bin:127.0.0.1:{ports[1]}",
-            "--once",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, err.decode()
-    assert "synced 2 dialogs from node 1" in err.decode()
-    text = out.decode()
+        returncode, text, err = await run_cluster_watch(ports[3], ports[1])
+    assert returncode == 0, err
+    assert "synced 2 dialogs from node 1" in err
     assert "watch-0@binif | sip:a0@x | sip:b@x | confirmed" in text
     assert "watch-1@binif" in text
 

@@ -9,7 +9,7 @@ import pytest
 from usrloc_helpers import FOLDER, captured
 from vectors import load
 
-from binif import BadRawValue
+from binif import BadRawValue, EncodeError
 from binif.location import Change, ChangeKind, LocationTable
 from binif.opensips40_usrloc import (
     AorDeleted,
@@ -223,3 +223,21 @@ def test_only_usrloc_messages_apply() -> None:
         LocationTable().apply(ProfileCounters())
     with pytest.raises(ValueError, match="matching_mode"):
         LocationTable(matching_mode=ContactMatch.PARAMS)
+
+
+def test_sync_messages_give_each_aor_then_its_contacts_as_a_donor_sends_them() -> None:
+    table, _ = replay()
+    messages = list(table.sync_messages())
+    assert [type(m).__name__ for m in messages] == ["AorInserted", "ContactInserted"] * 3
+    refilled = LocationTable()
+    for message in messages:
+        assert refilled.apply(message)
+        if isinstance(message, ContactInserted):
+            assert message.cmatch_mode == ContactMatch.CONTACT_CALLID
+    assert list(refilled.bindings()) == list(table.bindings())
+    # Version 3 carries branch flags as bits: none converts, carol's "NAT" cannot.
+    with pytest.raises(EncodeError, match="'NAT'"):
+        list(table.sync_messages(version=3))
+    table.apply(AorDeleted("location", "carol@example.com"))
+    v3 = [m for m in table.sync_messages(version=3) if isinstance(m, ContactInserted)]
+    assert [(m.version, m.cflags) for m in v3] == [(3, 0), (3, 0)]

@@ -31,6 +31,7 @@ from binif import (
     TrailingBytes,
     TruncatedField,
 )
+from binif.cluster.packets import chunk_reader
 from binif.opensips40_usrloc import (
     USRLOC_CAPABILITY,
     USRLOC_VERSIONS,
@@ -45,6 +46,7 @@ from binif.opensips40_usrloc import (
     ProfileEntry,
     UsrlocPacket,
     usrloc_chunk,
+    usrloc_chunk_body,
 )
 
 FOLDER = VECTORS / "opensips-4.0-usrloc"
@@ -404,10 +406,8 @@ def test_every_truncation_of_a_contact_is_a_decode_error() -> None:
 
 
 def chunk_of(message: AorInserted | ContactInserted) -> PacketReader:
-    """A chunk reader as a SYNC's chunk gives it: is_contact, then the insert's fields."""
-    writer = PacketWriter(USRLOC_CAPABILITY, 0, wire=STREAM, version=message.version)
-    writer = writer.push_int(int(isinstance(message, ContactInserted)))
-    return PacketReader.parse(message.push_to(writer).to_bytes(), wire=STREAM)
+    """A chunk as a donor builds it, framed as the cluster's SYNC parser hands it on."""
+    return chunk_reader(USRLOC_CAPABILITY, message.version, usrloc_chunk_body(message), 0)
 
 
 def test_a_chunk_decodes_to_the_insert_it_holds() -> None:
@@ -472,3 +472,10 @@ def test_any_body_is_refused_or_read_exactly(cls: Any, version: int, body: bytes
     except DecodeError:
         return
     assert message.to_bytes() == bytes(packet)
+
+
+def test_a_chunk_holds_inserts_only() -> None:
+    updated = ContactUpdated.build(aor="a@x", contact="sip:a@h", contact_id=1, expires_at=10)
+    with pytest.raises(TypeError, match="not ContactUpdated"):
+        usrloc_chunk_body(updated)
+    assert usrloc_chunk_body(AorInserted("location", "a@x", 0, 5))[:4] == b"\0\0\0\0"

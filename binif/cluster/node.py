@@ -776,6 +776,6 @@ class Node:
 def _chunks_of(provider: Callable[[], Iterable[Message]]) -> Callable[[], Iterable[bytes]]:
     def chunks() -> Iterable[bytes]:
         for message in provider():
-            yield p.chunk_body(message.to_bytes(wire=STREAM))
+            yield p.SYNC_CHUNKS.encode_chunk(message)
 
     return chunks

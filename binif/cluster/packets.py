@@ -33,11 +33,11 @@ version), so a typed message class decodes it with ``from_packet``. The
 dialog capability's chunks are :class:`~binif.opensips40.DialogCreated` bodies
 and are registered here. Another capability plugs in the same way, e.g.
 ``usrloc-contact-repl``, whose chunk is ``is_contact`` (int) then an AoR insert
-or a contact insert body: its decoder pops the int and decodes the rest, e.g.
-with ``chunk_reader(capability, reader.version, reader.remaining, 3)`` and the
-contact insert class's ``from_packet``. Register at import time of the module
-that defines the classes; ``binif.cluster.Node`` hands each decoded item to the
-``@node.on`` handler of its class.
+or a contact insert body (:func:`~binif.opensips40_usrloc.usrloc_chunk`, also
+registered here). ``binif.cluster.Node`` hands each decoded item to the
+``@node.on`` handler of its class. A donor's chunk of a message is its fields
+(:func:`chunk_body`), unless its capability registered an ``encoder`` (usrloc's
+adds ``is_contact``): :meth:`SyncChunkRegistry.encode_chunk`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ from enum import IntEnum
 from typing import ClassVar, Final, TypeAlias
 
 from ..errors import BadVersion, DecodeError, TrailingBytes
+from ..messages import Message
 from ..opensips40 import DialogCreated, Trailer
+from ..opensips40_usrloc import USRLOC_CAPABILITY, usrloc_chunk, usrloc_chunk_body
 from ..reader import PacketReader
 from ..wire import STREAM
 from ..writer import PacketWriter
@@ -672,6 +674,8 @@ def _check_version(reader: PacketReader, expected: int) -> None:
 
 ChunkDecoder: TypeAlias = Callable[[PacketReader], object]
 """Turns one sync chunk (a reader over exactly its fields) into a typed value."""
+ChunkEncoder: TypeAlias = Callable[[Message], bytes]
+"""Turns one item a donor holds into the bytes of its sync chunk."""
 
 _HEAD: Final = struct.Struct("<4sIhH")
 
@@ -699,16 +703,34 @@ class SyncChunkRegistry:
 
     def __init__(self) -> None:
         self._decoders: dict[str, tuple[ChunkDecoder, int]] = {}
+        self._encoders: dict[str, ChunkEncoder] = {}
 
-    def register(self, capability: str, decoder: ChunkDecoder, *, command: int = 0) -> None:
-        """Decode ``capability``'s chunks with ``decoder``.
+    def register(
+        self,
+        capability: str,
+        decoder: ChunkDecoder,
+        *,
+        command: int = 0,
+        encoder: ChunkEncoder | None = None,
+    ) -> None:
+        """Decode ``capability``'s chunks with ``decoder`` (and build them with ``encoder``).
 
         ``command`` is the packet type the chunk reader carries, so a typed
         message class (whose ``from_packet`` checks it) decodes the chunk.
+        Without an ``encoder`` a message's chunk is its fields.
         """
         if capability in self._decoders:
             raise ValueError(f"sync chunks of {capability!r} already have a decoder")
         self._decoders[capability] = (decoder, command)
+        if encoder is not None:
+            self._encoders[capability] = encoder
+
+    def encode_chunk(self, message: Message) -> bytes:
+        """The chunk a donor sends for ``message`` (what follows the chunk's size and marker)."""
+        encoder = self._encoders.get(message.MODULE)
+        if encoder is not None:
+            return encoder(message)
+        return chunk_body(message.to_bytes(wire=STREAM))
 
     def __contains__(self, capability: object) -> bool:
         return capability in self._decoders
@@ -727,3 +749,4 @@ SYNC_CHUNKS: Final = SyncChunkRegistry()
 """The registry the cluster node uses; capabilities register their decoders here."""
 
 SYNC_CHUNKS.register(DialogCreated.MODULE, DialogCreated.from_packet, command=DialogCreated.COMMAND)
+SYNC_CHUNKS.register(USRLOC_CAPABILITY, usrloc_chunk, encoder=usrloc_chunk_body)
