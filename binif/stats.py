@@ -202,6 +202,7 @@ class StreamCounters(Counters):
         "bytes_received",
         "accepted",
         "closed",
+        "links_closed",
         "connects",
         "connect_failures",
         "unreachable",
@@ -213,6 +214,7 @@ class StreamCounters(Counters):
         self.bytes_received = 0
         self.accepted = 0
         self.closed: dict[str, int] = dict.fromkeys(close_reasons, 0)
+        self.links_closed: dict[str, int] = dict(self.closed)
         self.connects = 0
         self.connect_failures = 0
         self.unreachable = 0
@@ -238,6 +240,8 @@ class StreamStats(Stats):
     """Accepted connections closed, by reason (``binif.stream.CloseReason``); every one present."""
     links_open: int
     """Outbound connections (to peers' listeners, for send) open now."""
+    links_closed: Mapping[str, int]
+    """Outbound connections closed, by reason (a loss: ``connection_error``, ``peer_closed``)."""
     connects: int
     """Outbound connections made (the first and every reconnect)."""
     connect_failures: int
@@ -251,6 +255,7 @@ class StreamStats(Stats):
         """Plain dict, as :meth:`Stats.as_dict`, connections closed by reason as a dict."""
         result = Stats.as_dict(self)
         result["connections_closed"] = {str(k): v for k, v in self.connections_closed.items()}
+        result["links_closed"] = {str(k): v for k, v in self.links_closed.items()}
         return result
 
     @classmethod
@@ -272,6 +277,7 @@ class StreamStats(Stats):
             connections_open=connections_open,
             connections_closed=FrozenDict(counters.closed),
             links_open=links_open,
+            links_closed=FrozenDict(counters.links_closed),
             connects=counters.connects,
             connect_failures=counters.connect_failures,
             peer_unreachable=counters.unreachable,

@@ -48,6 +48,9 @@ logger = logging.getLogger("binif")
 DEFAULT_MAX_CONNECTIONS: Final = 1024
 """Accepted connections open at once; more are closed as soon as they are accepted."""
 
+WRITE_HIGH_WATER: Final = 1024 * 1024
+"""Bytes an outbound connection buffers before send waits for it to drain (asyncio: 64 KiB)."""
+
 Packet = PacketWriter | bytes | bytearray | memoryview | SupportsBytes
 """What send accepts: a writer, prebuilt bytes, or anything ``bytes()`` turns into a packet."""
 
@@ -118,6 +121,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport does not subclass asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+        if self.link is not None:
+            self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self.peer = tuple(peer) if peer else ()
         self.last_read = time.monotonic()
@@ -478,12 +483,13 @@ class StreamEndpoint(Runtime):
 
     def _disconnected(self, connection: _Connection) -> None:
         connection.blocked_on.clear()  # the lanes' callbacks to it now do nothing
+        reason = connection.reason or CloseReason.PEER_CLOSED
         if connection.link is not None:
             connection.link.forget(connection)
             self._outbound.discard(connection)
+            self._counters.links_closed[reason] += 1
             return
         self._accepted.discard(connection)
-        reason = connection.reason or CloseReason.PEER_CLOSED
         self._counters.closed[reason] += 1
 
     def _log_close(self, connection: _Connection, detail: object) -> None:

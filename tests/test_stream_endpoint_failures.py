@@ -199,5 +199,6 @@ async def test_a_restarted_peer_is_reconnected_and_nothing_is_lost_silently(
     assert old == sorted(old) and new == sorted(new)
     assert max(old) < min(new)
     assert stats.connects == 2 and stats.peer_unreachable == len(raised)
+    assert stats.links_closed[CloseReason.PEER_CLOSED] == 2  # each receiver closed in turn
     assert stats.packets_sent == total - len(raised)
     assert first.stats.connections_closed[CloseReason.SHUTDOWN] == 1
