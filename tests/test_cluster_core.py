@@ -6,6 +6,8 @@ import struct
 from collections.abc import Iterable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from binif import STREAM, PacketReader, PacketWriter
 from binif.cluster import packets as p
@@ -458,3 +460,81 @@ def test_config_is_checked() -> None:
         make_core(ping_timeout=0)
     with pytest.raises(ValueError, match="IP address"):
         make_core(seeds={1: "bin:opensips.example:5555"})
+
+
+# --- any sequence of packets --------------------------------------------------------------
+
+ids = st.integers(0, 6)
+ints = st.integers(-3, 3)
+paths = st.lists(ids, max_size=3).map(tuple)
+infos = st.builds(
+    p.NodeInfo,
+    st.sampled_from(["bin:127.0.0.1:5560", "bin:[::1]:5561", "bin:nowhere", "udp:1.2.3.4:5"]),
+    st.just(""),
+    ints,
+    ints,
+)
+caps = st.lists(st.tuples(st.sampled_from([DLG, "x-repl"]), ints), max_size=2).map(tuple)
+internal = st.one_of(
+    st.builds(p.Ping, st.just(1), ids, st.booleans()),
+    st.builds(p.Pong, st.just(1), ids, st.lists(ids, max_size=3).map(tuple)),
+    st.builds(p.LinkStateUpdate, st.just(1), ids, ints, ints, ids, st.integers(0, 1), paths),
+    st.builds(
+        p.FullTopologyUpdate,
+        st.just(1),
+        ids,
+        ints,
+        ints,
+        st.lists(
+            st.builds(p.TopologyNode, ids, st.none() | infos, ints, ints, paths), max_size=3
+        ).map(tuple),
+        paths,
+    ),
+    st.builds(p.UnknownId, st.just(1), ids),
+    st.builds(p.NodeDescription, st.just(1), ids, infos, paths),
+    st.builds(
+        p.CapabilityUpdate,
+        st.just(1),
+        ids,
+        ints,
+        ints,
+        st.lists(st.builds(p.NodeCapabilities, ids, caps), max_size=3).map(tuple),
+        st.booleans(),
+        paths,
+    ),
+)
+trailers = st.builds(Trailer, st.just(1), ids, st.sampled_from([3, 3, 2]))
+extra = st.one_of(
+    st.builds(p.RemoveNode, trailers, ids),
+    st.builds(p.SyncRequest, trailers, st.sampled_from([DLG, "x-repl"])),
+    st.builds(p.SyncEnd, trailers, st.just(DLG), st.integers(0, 3)),
+    st.builds(p.ShtagActive, trailers, st.just("vip")),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(internal | extra, st.floats(0, 10), st.sampled_from([LOCAL, "::1", "10.0.0.9"])),
+        max_size=25,
+    )
+)
+def test_any_sequence_of_packets_keeps_the_core_consistent(
+    steps: list[tuple[p.ClustererPacket, float, str]],
+) -> None:
+    core = make_core()
+    now = 0.0
+    for packet, delay, ip in steps:
+        now += delay
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        core.receive(reader(packet.to_bytes()), ip, "c", now)
+        for transmit in core.datagrams_to_send():
+            assert transmit.node_id is None or transmit.node_id in core.nodes
+            p.parse_bytes(transmit.data)  # everything sent is a valid clusterer packet
+        events(core)
+    assert 3 not in core.nodes
+    assert all(view.state in NodeState for view in core.nodes.values())
+    timer = core.get_timer()
+    assert timer is None or timer >= 0

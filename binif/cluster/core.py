@@ -869,6 +869,8 @@ class ClusterCore:
     def _remove_peer(self, node_id: int) -> None:
         if self._peers.pop(node_id, None) is None:
             return
+        # What was queued for it has nowhere to go now.
+        self._out = deque(t for t in self._out if t.node_id != node_id)
         self._ip_cache.clear()
         self._timer_moved = True
         for peer in self._peers.values():

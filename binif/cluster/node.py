@@ -621,7 +621,11 @@ class Node:
                 self._control_failed += 1
                 self._log("unknown-reply", logging.INFO, "cannot answer an unknown node")
                 continue
-            outbox = self._outbox(transmit.node_id)
+            try:
+                outbox = self._outbox(transmit.node_id)
+            except KeyError:  # the node was removed: the core no longer knows its URL
+                self._control_failed += 1
+                continue
             if transmit.paced:
                 outbox.data.append(transmit.data)  # sync replies: paced, not bounded here
                 outbox.wakeup.set()
