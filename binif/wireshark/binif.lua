@@ -1148,6 +1148,12 @@ binif.prefs.tcp_port = Pref.uint("TCP port", DEFAULT_TCP_PORT,
 binif.prefs.heuristic = Pref.bool("Find packets on any port", true,
     "Decode UDP datagrams and TCP connections that start with P4CK on other ports")
 
+-- A module or capability name for labels and lookups: bytes outside printable ASCII as
+-- \xNN (Wireshark 4.0's tvb:string(ENC_UTF_8) cuts a replaced character to the range's length).
+local function printable(raw)
+    return (raw:gsub("[^\32-\126]", function(c) return string.format("\\x%02x", c:byte()) end))
+end
+
 -- Dissect `specs` from `pos`, not past `limit`. A str's length takes `lensize` bytes
 -- (4 in the datagram profile, 2 in the stream profile). Returns the position after the
 -- last field read, the values read by field name, and nil or what did not fit.
@@ -1178,9 +1184,11 @@ local function dissect_fields(tvb, tree, pos, limit, specs, lensize)
             end
             local item
             if spec.kind == "text" then
-                local value = n > 0 and tvb(pos + lensize, n):string(ENC_UTF_8) or ""
-                item = tree:add(spec.field, tvb(pos, lensize + n), value)
-                values[spec.name] = value
+                -- Decoded by Wireshark from the value bytes (invalid UTF-8 replaced, as a
+                -- value given here would be cut to the range's length mid-character).
+                local range = tvb(n > 0 and pos + lensize or pos, n)
+                item = tree:add_packet_field(spec.field, range, ENC_UTF_8)
+                values[spec.name] = n > 0 and range:string() or ""
             else
                 -- A bytes item takes its value from its range: the data, not the length.
                 item = tree:add(spec.field, tvb(n > 0 and pos + lensize or pos, n))
@@ -1347,7 +1355,7 @@ local function dissect_datagram(tvb, pinfo, tree)
         pinfo.cols.info = "BIN malformed" .. bad
         return size
     end
-    local module = tvb(12, name_len):string()
+    local module = printable(tvb(12, name_len):string())
     root:add(f_module, tvb(12, name_len))
     local command = tvb(12 + name_len, 4):le_int()
     root:add_le(f_command, tvb(12 + name_len, 4))
@@ -1423,7 +1431,7 @@ local function dissect_stream_packet(tvb, tree)
             "invalid BIN packet capability length %d in a %d-byte packet", cap_len, size))
         return "BIN malformed"
     end
-    local capability = tvb(12, cap_len):string()
+    local capability = printable(tvb(12, cap_len):string())
     root:add(f_capability, tvb(12, cap_len))
     local ptype = tvb(12 + cap_len, 4):le_int()
     root:add_le(f_type, tvb(12 + cap_len, 4))
