@@ -4,16 +4,20 @@ as the inserts, and two binif nodes replicating 10,000 contact changes over loop
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from cluster_helpers import run_cluster_watch
 from usrloc_helpers import FOLDER, captured
 
+from binif import STREAM, PacketReader
 from binif.cluster import Node
 from binif.cluster import packets as p
 from binif.location import LocationTable, UsrlocMessage
@@ -27,6 +31,8 @@ from binif.opensips40_usrloc import (
     ContactInserted,
     ContactMatch,
     ContactUpdated,
+    ProfileCounters,
+    ProfileEntry,
 )
 
 
@@ -253,3 +259,35 @@ async def test_cluster_watch_example_shows_the_synced_registrations() -> None:
         r" \| sip:198.51.100.7:40312 NAT",
         text,
     ), text
+
+
+def load_cluster_watch() -> ModuleType:
+    path = ROOT / "examples/cluster_watch.py"
+    spec = importlib.util.spec_from_file_location("cluster_watch", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cluster_watch_shows_each_nodes_profile_counters_and_redraws_on_a_change() -> None:
+    watch = load_cluster_watch()
+    changed = asyncio.Event()
+    registrations = watch.Registrations(changed)
+    reader = PacketReader.parse((FOLDER / "dlg-prof-3.bin").read_bytes(), wire=STREAM)
+    for _ in range(3):
+        _, reader = reader.pop_back_int()
+    during_call = ProfileCounters.from_packet(reader)
+    registrations.count(2, during_call)
+    assert changed.is_set()
+    assert registrations.profile_lines() == [
+        ("2", "caller", "alice", "1"),
+        ("2", "calls", "-", "1"),
+    ]
+    changed.clear()
+    registrations.count(2, during_call)  # the same counters 200 ms later: no redraw
+    assert not changed.is_set()
+    registrations.count(2, ProfileCounters((ProfileEntry.of("calls", 0),)))
+    assert changed.is_set()
+    assert registrations.profile_lines() == [("2", "calls", "-", "0")]
