@@ -60,6 +60,8 @@ __all__ = ["Analysis", "WalkItem", "analyse", "analyse_stream", "main", "walk"]
 
 _HEX_SHOWN = 32
 """Raw bytes shown in text output before eliding the rest."""
+_TEXT_SHOWN = 200
+"""Characters of a str field shown in text output before cutting it, with a count."""
 STR_KIND = "str"
 BRIDGE_DST = 0xC0000000
 """dst_node_id of a packet forwarded over a cluster bridge (a fourth trailer int before it)."""
@@ -334,6 +336,36 @@ def _hex(raw: bytes) -> str:
     return raw.hex()
 
 
+def _quoted(text: str) -> str:
+    """A str field's text, quoted; cut after ``_TEXT_SHOWN`` characters with what was left out."""
+    if len(text) <= _TEXT_SHOWN:
+        return json.dumps(text, ensure_ascii=False)
+    left = len(text) - _TEXT_SHOWN
+    return f"{json.dumps(text[:_TEXT_SHOWN], ensure_ascii=False)}... ({left:,} more characters)"
+
+
+def terminal_safe(line: str) -> str:
+    """``line`` with every character a terminal could act on written as a JSON escape.
+
+    Module names and str fields come from the network: a control character
+    (ESC, the C1 controls), a bidirectional override or a line separator in
+    them must not reach the operator's terminal or log as itself. The escape
+    (``\\u001b``) keeps a JSON line valid JSON, since such characters can only
+    be inside its strings.
+    """
+    if line.isprintable():
+        return line
+    return "".join(char if char.isprintable() else _escape(char) for char in line)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 def to_text(analysis: Analysis, prefix: str) -> list[str]:
     """``analysis`` as lines: a summary after ``prefix``, then one line per field."""
     reader = analysis.reader
@@ -353,7 +385,7 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
         fields = _value_fields(analysis.value)
         width = max((len(name) for name in fields), default=0)
         for name, value in fields.items():
-            shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, int) else value
+            shown = _quoted(value) if isinstance(value, str) else json.dumps(value)
             lines.append(f"  {name:<{width}}  {shown}")
         for index, item in enumerate(analysis.chunks):
             if isinstance(item, Message):
@@ -370,7 +402,7 @@ def to_text(analysis: Analysis, prefix: str) -> list[str]:
         lines = [f"{prefix} {kind}, {size} bytes, no built-in layout; best-effort walk:"]
     for item in analysis.walk:
         if item.kind == STR_KIND:
-            note = "(binary)" if item.value is None else json.dumps(item.value, ensure_ascii=False)
+            note = "(binary)" if not isinstance(item.value, str) else _quoted(item.value)
             label = f"str[{len(item.raw)}]"
         elif item.kind == "zero":
             note, label = "empty str or int 0", "zero"
@@ -397,7 +429,7 @@ def _message_lines(message: Message, indent: str) -> list[str]:
             if prop in decoded:
                 shown += f"  ({prop} {decoded[prop]})"
         elif isinstance(value, str):
-            shown = json.dumps(value, ensure_ascii=False)
+            shown = _quoted(value)
         else:
             shown = str(value)
         lines.append(f"{indent}{spec.name:<{width}}  {shown}")
@@ -450,7 +482,7 @@ def _wire(args: argparse.Namespace) -> WireFormat:
 
 
 def _emit(lines: Sequence[str], out: TextIO) -> None:
-    out.write("\n".join(lines) + "\n")
+    out.write("\n".join(terminal_safe(line) for line in lines) + "\n")
     out.flush()
 
 
@@ -469,11 +501,15 @@ def _show(analysis: Analysis, prefix: str, as_json: bool, **context: Any) -> boo
     return True
 
 
-def _read(name: str) -> bytes | None:
+def _read(name: str, as_json: bool) -> bytes | None:
+    """The file's bytes; or None, after saying why on stderr (and on stdout with --json)."""
     try:
         return Path(name).read_bytes()
     except OSError as exc:
-        _fail(f"cannot read {name}: {exc.strerror or exc}")
+        error = f"cannot read {name}: {exc.strerror or exc}"
+        if as_json:  # like a malformed file: an object with the error, then the stderr line
+            _emit([json.dumps({"file": name, "error": error}, ensure_ascii=False)], sys.stdout)
+        _fail(error)
         return None
 
 
@@ -527,11 +563,7 @@ def _decode_pcap(name: str, data: bytes, as_json: bool) -> bool:
         }
         failed |= _show(analysis, prefix, as_json, **context)
     skipped = "".join(f", {reason} {n}" for reason, n in sorted(capture.skipped.items()))
-    print(
-        f"binif: {name}: {count} BIN packets in {capture.frames} frames{skipped}",
-        file=sys.stderr,
-        flush=True,
-    )
+    _fail(f"{name}: {count} BIN packets in {capture.frames} frames{skipped}")
     return failed
 
 
@@ -541,7 +573,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise CliError("--pcap reads each packet by its transport: no --stream or --big-endian")
     failed = False
     for name in args.files:
-        data = _read(name)
+        data = _read(name, args.json)
         if data is None:
             failed = True
         elif args.pcap:
@@ -556,13 +588,29 @@ def cmd_decode(args: argparse.Namespace) -> int:
 # --- send -----------------------------------------------------------------------------
 
 
+def _argument_text(text: str, what: str) -> str:
+    """A command-line argument meant as text, or a CliError naming the byte that is not UTF-8.
+
+    Python hands bytes that are not UTF-8 over as lone surrogates (U+DC80 to
+    U+DCFF): report the byte the user typed, not the surrogate.
+    """
+    for index, char in enumerate(text):
+        if "\udc80" <= char <= "\udcff":
+            raw = text.encode("utf-8", "surrogateescape")
+            raise CliError(
+                f"{what} {raw!r} is not UTF-8: byte 0x{ord(char) - 0xDC00:02x} at character"
+                f" {index}; give raw bytes as hex (x:HEX)"
+            )
+    return text
+
+
 def _parse_field(text: str) -> tuple[str, str | bytes | int | None]:
     kind, sep, value = text.partition(":")
     try:
         if text == "null":
             return STR, None
         if sep and kind == "s":
-            return STR, value
+            return STR, _argument_text(value, "field")
         if sep and kind == "x":
             return STR, bytes.fromhex(value.replace(":", ""))
         if sep and kind == "i":
@@ -588,7 +636,7 @@ def _parse_set(cls: type[Message], assignment: str) -> tuple[str, str | bytes | 
     except ValueError:
         what = "an int" if spec.type is int else "hex bytes"
         raise CliError(f"bad --set {assignment!r}: {name} takes {what}") from None
-    return name, value
+    return name, _argument_text(value, f"--set {name}")
 
 
 def _parse_trailer(text: str) -> Trailer:
@@ -625,6 +673,7 @@ def build_packet(args: argparse.Namespace) -> tuple[bytes, str]:
         if args.stream and args.version is None:
             raise CliError("a stream packet needs --version N (the capability's layout version)")
         module, command_text, *fields = args.fields
+        module = _argument_text(module, "module name")
         try:
             command = int(command_text, 0)
         except ValueError:
@@ -645,8 +694,12 @@ async def _send(data: bytes, addr: Address, wire: WireFormat) -> None:
             await stream.send(data, addr)
         return
     local = ("::", 0) if ":" in str(addr[0]) else ("0.0.0.0", 0)
+    logging.getLogger("binif").setLevel(logging.ERROR)  # a refused send is our one line
     async with Endpoint(local, recv_buffer=None, wire=wire) as ep:
-        await ep.send(data, addr)
+        if await ep.send(data, addr) == 0:
+            error = ep.last_send_error
+            reason = error.strerror or str(error) if error is not None else "refused"
+            raise CliError(f"send to {format_address(addr)} failed: {reason}")
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -759,13 +812,12 @@ def cmd_wireshark(args: argparse.Namespace) -> int:
     from .wireshark import DISSECTOR_PATH, generate_dissector
 
     if args.path:
+        if args.write is not None or args.generate:
+            raise CliError("--path prints where the shipped file is: no --write or --generate")
         print(DISSECTOR_PATH)
         return 0
-    if args.generate:
-        DISSECTOR_PATH.write_text(generate_dissector(), encoding="utf-8")
-        print(f"wrote {DISSECTOR_PATH}")
-        return 0
-    source = DISSECTOR_PATH.read_text(encoding="utf-8")
+    # --generate: a fresh build from the layouts, not the shipped copy
+    source = generate_dissector() if args.generate else DISSECTOR_PATH.read_text(encoding="utf-8")
     if args.write is None:
         sys.stdout.write(source)
         return 0
@@ -784,7 +836,14 @@ def cmd_wireshark(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"binif: {message}", file=sys.stderr, flush=True)
+    _emit([f"binif: {message}"], sys.stderr)
+
+
+class SafeFormatter(logging.Formatter):
+    """Log lines (drops, handler errors) escaped as :func:`terminal_safe` escapes output."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(terminal_safe(line) for line in super().format(record).split("\n"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -862,11 +921,14 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(run=cmd_decode)
 
     wireshark = sub.add_parser("wireshark-plugin", help="the Wireshark Lua dissector")
-    group = wireshark.add_mutually_exclusive_group()
-    group.add_argument("--path", action="store_true", help="print where the shipped file is")
-    group.add_argument("--write", metavar="PATH", help="copy it to PATH (a file or a folder)")
-    group.add_argument(
-        "--generate", action="store_true", help="regenerate the shipped file from the layouts"
+    wireshark.add_argument("--path", action="store_true", help="print where the shipped file is")
+    wireshark.add_argument(
+        "--write", metavar="PATH", help="write it to PATH (a file or a folder), not stdout"
+    )
+    wireshark.add_argument(
+        "--generate",
+        action="store_true",
+        help="build it afresh from the layouts instead of the shipped copy",
     )
     wireshark.set_defaults(run=cmd_wireshark)
     return parser
@@ -875,7 +937,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="binif: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("binif: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         status: int = args.run(args)
     except CliError as exc:

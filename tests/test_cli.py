@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import re
 import signal
@@ -15,11 +16,19 @@ from typing import Any
 
 import pytest
 
-from binif import DATAGRAM_BIG_ENDIAN
-from binif.cli import analyse, build_packet, build_parser, main, walk
+from binif import DATAGRAM, DATAGRAM_BIG_ENDIAN
+from binif.cli import (
+    SafeFormatter,
+    analyse,
+    build_packet,
+    build_parser,
+    main,
+    terminal_safe,
+    walk,
+)
 from binif.opensips21 import DialogDeleted
 from binif.reader import PacketReader
-from binif.wireshark import DISSECTOR_PATH
+from binif.wireshark import DISSECTOR_PATH, generate_dissector
 from binif.writer import PacketWriter
 
 VECTORS = Path(__file__).parent / "vectors" / "opensips-2.1"
@@ -571,3 +580,118 @@ def test_decode_a_clusterer_packet_that_does_not_fit_is_walked(tmp_path: Path) -
     assert "clusterer.ping, 50 bytes: does not fit its layout:" in result.stdout
     assert "@46    int      7" in result.stdout
     assert "TrailingBytes" in one_error_line(result)
+
+
+# --- what a new user runs into ----------------------------------------------------------
+
+
+def test_send_the_os_refuses_exits_1_with_one_line() -> None:
+    result = binif("send", "--to", "127.255.255.255:5999", "dialog", "3", "s:c", "s:f", "s:t")
+    line = one_error_line(result)
+    assert line == "binif: send to 127.255.255.255:5999 failed: Permission denied"
+    assert result.stdout == ""  # no "sent ..." after it
+
+
+def test_decode_json_reports_a_missing_file_on_stdout_too(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.bin")
+    result = binif("decode", "--json", missing, str(VECTORS / "dialog-deleted-1.bin"))
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    error = f"cannot read {missing}: No such file or directory"
+    assert records[0] == {"file": missing, "error": error}
+    assert records[1]["message"] == "dialog.deleted"
+    assert result.stderr == f"binif: {error}\n"
+
+
+def test_a_non_utf8_argument_names_the_byte_typed() -> None:
+    argv = [sys.executable, "-m", "binif", "send", "--to", "127.0.0.1:9", "m", "1"]
+    for extra, what in [([b"s:caf\xff"], "field"), ([], "module name")]:
+        args = [arg.encode() for arg in argv]
+        if extra:
+            args += extra
+        else:
+            args[-2] = b"m\xfe"
+        result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        line = one_error_line(result)
+        byte = "0xff" if extra else "0xfe"
+        assert f"{what} b" in line and f"is not UTF-8: byte {byte} at character" in line
+        assert "udc" not in line
+
+
+def packet_with_module(module: bytes) -> bytes:
+    """A valid packet whose module name is ``module`` (any bytes, as the network may send)."""
+    good = PacketWriter("x" * len(module), 7).push_str("payload\x1b[2J").to_bytes()
+    return DATAGRAM.frame(good[8:].replace(b"x" * len(module), module, 1))
+
+
+HOSTILE = b"x\x1b[31m\xc2\x9b\xe2\x80\xae"  # ESC [31m, C1 CSI, a right-to-left override
+
+
+def test_wire_strings_are_escaped_in_text_and_json_output(tmp_path: Path) -> None:
+    path = tmp_path / "hostile.bin"
+    path.write_bytes(packet_with_module(HOSTILE))
+    for argv in (["decode", str(path)], ["decode", "--json", str(path)]):
+        result = binif(*argv)
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\x9b" not in result.stdout
+        assert "\u202e" not in result.stdout
+        assert "x\\u001b[31m\\u009b\\u202e/7" in result.stdout or "--json" in argv
+    record = json.loads(binif("decode", "--json", str(path)).stdout)
+    assert record["module"] == "x\x1b[31m\x9b\u202e"  # the JSON still says exactly what came
+    callid = "c\x9b\x1b]0;owned\x07\u2028"
+    path.write_bytes(DialogDeleted(callid, "f", "t").to_bytes())
+    text = binif("decode", str(path)).stdout
+    assert text.splitlines()[1] == '  callid    "c\\u009b\\u001b]0;owned\\u0007\\u2028"'
+    assert json.loads(binif("decode", "--json", str(path)).stdout)["fields"]["callid"] == callid
+
+
+def test_wire_strings_are_escaped_in_listen_output_and_logs() -> None:
+    listener = Listener()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            hostile = packet_with_module(HOSTILE)
+            sock.sendto(hostile, ("127.0.0.1", listener.port))
+            sock.sendto(hostile[:8] + b"\x00" + hostile[9:], ("127.0.0.1", listener.port))
+        lines = listener.take(2)
+    finally:
+        rest, stderr = listener.stop()
+    output = "\n".join([*lines, *rest]) + stderr
+    assert "x\\u001b[31m\\u009b\\u202e/7" in lines[0]
+    assert "bad_checksum" in stderr  # the drop log line is there, escaped
+    assert not any(char in output for char in "\x1b\x9b\u202e")
+
+
+def test_a_long_str_field_is_cut_with_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "long.bin"
+    path.write_bytes(DialogDeleted("c" * 65000, "f", "t").to_bytes())
+    result = binif("decode", str(path))
+    assert result.returncode == 0, result.stderr
+    callid = result.stdout.splitlines()[1]
+    assert callid == f'  callid    "{"c" * 200}"... (64,800 more characters)'
+    full = json.loads(binif("decode", "--json", str(path)).stdout)
+    assert full["fields"]["callid"] == "c" * 65000  # JSON keeps everything
+
+
+def test_wireshark_plugin_generate_writes_where_it_is_told(tmp_path: Path) -> None:
+    shipped = DISSECTOR_PATH.read_text(encoding="utf-8")
+    stamp = DISSECTOR_PATH.stat().st_mtime_ns
+    printed = binif("wireshark-plugin", "--generate")
+    assert printed.returncode == 0 and printed.stdout == generate_dissector()
+    written = binif("wireshark-plugin", "--generate", "--write", str(tmp_path / "fresh.lua"))
+    assert written.stdout == f"wrote {tmp_path / 'fresh.lua'}\n"
+    assert (tmp_path / "fresh.lua").read_text(encoding="utf-8") == generate_dissector()
+    assert DISSECTOR_PATH.read_text(encoding="utf-8") == shipped  # the package is untouched
+    assert DISSECTOR_PATH.stat().st_mtime_ns == stamp
+    line = one_error_line(binif("wireshark-plugin", "--path", "--generate"))
+    assert "--path prints where the shipped file is" in line
+
+
+def test_terminal_safe_escapes_what_a_terminal_acts_on() -> None:
+    assert terminal_safe('plain "text" é 中 ✓') == 'plain "text" é 中 ✓'
+    assert terminal_safe("\x1b[2J\x9b\x07\t\u2028\u202e\U000e0001") == (
+        "\\u001b[2J\\u009b\\u0007\\u0009\\u2028\\u202e\\udb40\\udc01"
+    )
+    line = json.dumps({"module": "x\x9b\u202e\U000e0001"}, ensure_ascii=False)
+    assert json.loads(terminal_safe(line)) == {"module": "x\x9b\u202e\U000e0001"}  # still JSON
+    record = logging.LogRecord("binif", logging.WARNING, "", 0, "module %s", ("x\x1b[31m",), None)
+    assert SafeFormatter("binif: %(message)s").format(record) == "binif: module x\\u001b[31m"

@@ -28,7 +28,8 @@ OTHER_PORT = 40001
 
 def test_shipped_dissector_is_the_generated_one() -> None:
     assert DISSECTOR_PATH.read_text(encoding="utf-8") == generate_dissector(), (
-        "binif/wireshark/binif.lua is stale: run `python -m binif wireshark-plugin --generate`"
+        "binif/wireshark/binif.lua is stale: run"
+        " `python -m binif wireshark-plugin --generate --write binif/wireshark/binif.lua`"
     )
 
 
