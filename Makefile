@@ -25,11 +25,19 @@ typecheck: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
-demo: $(INSTALLED)
+# The demos need binif alone (and uvloop, its dependency), not the test extra.
+DEMO_INSTALLED := $(VENV)/.demo-installed
+$(DEMO_INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+demo: $(DEMO_INSTALLED)
 	$(BIN)/python examples/replication.py
 
 # Build a packet, hex-dump it, parse it back, decode a real OpenSIPS 2.1 packet.
-demo-codec: $(INSTALLED)
+demo-codec: $(DEMO_INSTALLED)
 	$(BIN)/python examples/codec_tour.py
 
 # The codec benchmark also times the construct library (the bench extra).

@@ -165,6 +165,22 @@ class PacketWriter:
     gives a datagram ready to send; the writers in between stay valid. The
     stream profile carries the layout's version:
     ``PacketWriter("dialog-dlg-repl", 3, wire=STREAM, version=4)``.
+
+    What building raises (all :class:`~binif.errors.BinError`):
+
+    - ``FieldTypeError`` (a ``TypeError``): a module name that is not a str, a
+      command or int field that is not an int (``True`` included), a str field
+      that is not bytes, str or None; ``TypeError`` for a ``wire`` that is no
+      :class:`~binif.wire.WireFormat`.
+    - ``InvalidModuleName``: an empty module name, or one too long to fit.
+    - ``IntOutOfRange``: a command or int field outside the signed 32-bit range.
+    - ``UnencodableText``: text that is not encodable as UTF-8 (a lone surrogate).
+    - ``PacketTooLarge``: a push or ``pack`` that would pass the wire's maximum
+      packet size (65535 bytes in the datagram profile), raised at that call.
+    - ``LayoutError``: ``pack`` with a layout character other than ``s`` and
+      ``i``, or a number of values that does not match the layout.
+    - ``PacketTooSmall``: ``to_bytes`` of a packet below the minimum receivers
+      accept.
     """
 
     __slots__ = ("_chunk", "_count", "_head", "_prev", "_size")
@@ -219,7 +235,10 @@ class PacketWriter:
     # push_str and push_int inline _extend: they are the per-field hot path.
 
     def push_str(self, value: StrValue) -> PacketWriter:
-        """Return a writer with one more str field: bytes, text as UTF-8, or None (NULL)."""
+        """Return a writer with one more str field: bytes, text as UTF-8, or None (NULL).
+
+        Raises ``FieldTypeError``, ``UnencodableText`` or ``PacketTooLarge``.
+        """
         if type(value) is not bytes:
             value = _str_bytes(value, self._count)
         head = self._head
@@ -237,7 +256,11 @@ class PacketWriter:
         return new
 
     def push_int(self, value: int) -> PacketWriter:
-        """Return a writer with one more signed 32-bit int field."""
+        """Return a writer with one more signed 32-bit int field.
+
+        Raises ``FieldTypeError`` (not an int, or a bool), ``IntOutOfRange`` or
+        ``PacketTooLarge``.
+        """
         head = self._head
         try:
             if type(value) is bool:  # struct packs True as 1: refuse it as the wrong type
@@ -257,7 +280,12 @@ class PacketWriter:
         return new
 
     def pack(self, layout: str, *values: StrValue | int) -> PacketWriter:
-        """Return a writer with one field per character of ``layout`` (``s`` str, ``i`` int)."""
+        """Return a writer with one field per character of ``layout`` (``s`` str, ``i`` int).
+
+        Raises ``LayoutError`` for a bad layout or a value count that does not
+        match it, and what :meth:`push_str` and :meth:`push_int` raise for the
+        first value that does not fit, naming its field index.
+        """
         head = self._head
         plan = compile_layout(layout, head.byte_order_prefix)
         if len(values) != len(layout):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,30 @@ def pytest_asyncio_loop_factories(
     ):
         return BOTH
     return DEFAULT_ONLY
+
+
+MISSING_TOOLS = {
+    "tshark is not installed": "tshark (apt-get install tshark)",
+    "no Lua 5.3+ interpreter": "Lua 5.3+ (apt-get install lua5.4)",
+}
+"""Skip reasons that mean a tool is missing here, and what installs it (as .ci/run does)."""
+
+
+def missing_tool_lines(skip_reasons: list[str]) -> list[str]:
+    """One line per missing tool whose tests were skipped: said at the end, not buried."""
+    lines = []
+    for marker, tool in MISSING_TOOLS.items():
+        count = sum(marker in reason for reason in skip_reasons)
+        if count:
+            lines.append(
+                f"binif: {count} test{'s' if count > 1 else ''} skipped: {tool} missing here;"
+                " CI installs it (.ci/run), so they run there"
+            )
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say which tests a missing tool skipped, even under ``-q``."""
+    reasons = [str(report.longrepr) for report in terminalreporter.stats.get("skipped", [])]
+    for line in missing_tool_lines(reasons):
+        terminalreporter.write_line(line, yellow=True, bold=True)

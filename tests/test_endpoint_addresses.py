@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import pydoc
 import re
 import socket
 from typing import Any
@@ -270,3 +271,10 @@ async def test_peer_errors_reach_json_and_stay_per_peer() -> None:
         await wait_until(lambda: dict(tx.stats.peer_errors) == keys)
         assert tx.stats.as_dict()["peer_errors"] == keys
     await asyncio.sleep(0)
+
+
+def test_help_says_handlers_are_async_and_what_addresses_are() -> None:
+    text = pydoc.render_doc(Endpoint, renderer=pydoc.plaintext)
+    assert "Handlers are ``async def`` functions taking ``(packet, source)``" in text
+    assert "Addresses are ``(host, port)`` tuples" in text
+    assert "resolved once at :meth:`start`" in text and "single-use" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import pydoc
 import struct
 from collections.abc import Callable
 
@@ -219,3 +220,20 @@ def test_int_subclasses_other_than_bool_are_ints() -> None:
 def test_wire_that_is_not_a_wire_format_is_a_type_error() -> None:
     with pytest.raises(TypeError, match=r"wire must be a binif\.WireFormat .* not str 'datagram'"):
         PacketWriter("dialog", 1, wire="datagram")  # type: ignore[arg-type]
+
+
+def test_help_lists_what_building_raises() -> None:
+    text = pydoc.render_doc(PacketWriter, renderer=pydoc.plaintext)
+    for error in (
+        "FieldTypeError",
+        "InvalidModuleName",
+        "IntOutOfRange",
+        "UnencodableText",
+        "PacketTooLarge",
+        "LayoutError",
+        "PacketTooSmall",
+    ):
+        assert error in text, error
+    assert "Raises ``FieldTypeError`` (not an int, or a bool)" in (
+        PacketWriter.push_int.__doc__ or ""
+    )
