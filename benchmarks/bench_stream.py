@@ -17,6 +17,10 @@ captured (``tests/vectors/opensips-4.0/dialog-create-1.bin``).
 3. Flood: 100,000 distinct dialog CREATED packets (each its own call-id)
    written as fast as possible into a StreamEndpoint whose typed handler keeps
    a table of dialogs: all 100,000 must be in the table, none dropped.
+4. Where the time goes, in-process (no sockets), microseconds per packet for
+   256 KiB reads: the hand-written framing loop; ``StreamDecoder.feed`` alone
+   (framing and ``PacketReader.parse``); a connection of a StreamEndpoint fed
+   the same reads (decoder, dispatch, queue, worker, a counting handler).
 
     python benchmarks/bench_stream.py [--quick]
 
@@ -308,6 +312,78 @@ async def flood(sender: Sender, count: int) -> tuple[float, int, binif.StreamSta
     return count / (ended - began), len(table), stats
 
 
+# --- 4. where the time goes -----------------------------------------------------------------------
+
+
+class _NoTransport:
+    """Stands in for a transport: reading is never really paused."""
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return True
+
+
+def cost_hand_written(chunk: bytes, reads: int) -> float:
+    seen = 0
+
+    def consume(version: int, name: bytes, kind: int, packet: bytes) -> None:
+        nonlocal seen
+        seen += 1
+
+    protocol = HandWritten(consume)
+    began = time.perf_counter()
+    for _ in range(reads):
+        protocol.data_received(chunk)
+    return (time.perf_counter() - began) / seen * 1e6
+
+
+def cost_decoder(chunk: bytes, reads: int) -> float:
+    decoder = binif.StreamDecoder()
+    began = time.perf_counter()
+    seen = sum(len(decoder.feed(chunk)) for _ in range(reads))
+    return (time.perf_counter() - began) / seen * 1e6
+
+
+async def cost_endpoint(chunk: bytes, reads: int) -> float:
+    from binif.stream import _Connection  # the per-connection protocol, fed directly
+
+    seen = 0
+
+    async def counting(packet: PacketReader, source: Any) -> None:
+        nonlocal seen
+        seen += 1
+
+    async with StreamEndpoint(None) as endpoint:
+        endpoint.register("dialog-dlg-repl", counting)
+        connection = _Connection(endpoint)
+        connection.transport = _NoTransport()  # type: ignore[assignment]
+        connection.peer = (HOST, 5555)
+        began = time.perf_counter()
+        for _ in range(reads):
+            connection.data_received(chunk)
+            await asyncio.sleep(0)
+            while connection.blocked_on:  # backpressure: let the worker take its share
+                await asyncio.sleep(0)
+        await endpoint.join()
+        return (time.perf_counter() - began) / seen * 1e6
+
+
+async def part_costs(count: int, rounds: int) -> tuple[float, float, float]:
+    chunk = PACKET * (256 * 1024 // len(PACKET))
+    reads = max(count // (256 * 1024 // len(PACKET)), 1)
+    hand, decode, full = [], [], []
+    for _ in range(rounds):
+        hand.append(cost_hand_written(chunk, reads))
+        decode.append(cost_decoder(chunk, reads))
+        full.append(await cost_endpoint(chunk, reads))
+    return statistics.median(hand), statistics.median(decode), statistics.median(full)
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -376,6 +452,18 @@ async def main(args: argparse.Namespace) -> int:
             f" {verdict(whole)}"
         )
         missed += not whole
+        print()
+
+        print(f"4. where the time goes, in-process, {args.receive:,} packets in 256 KiB reads:")
+        hand, decode, full = await part_costs(args.receive, args.rounds)
+        print(f"  {'':40}{'us/packet':>12}")
+        print(f"  {'hand-written framing + function':40}{hand:>12.2f}")
+        print(f"  {'StreamDecoder.feed (frame + parse)':40}{decode:>12.2f}")
+        print(f"  {'StreamEndpoint connection, handler counts':40}{full:>12.2f}")
+        print(
+            f"  of binif's path: framing and parsing {decode / full:.0%},"
+            f" dispatch, queue and worker {(full - decode) / full:.0%}"
+        )
     finally:
         sender.stop()
         sink.kill()
