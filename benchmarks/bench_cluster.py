@@ -17,7 +17,7 @@ process's CPU time is shown too, as it moves less with the machine's load).
 Rounds alternate node and bare in the same run; the result is the median of
 the per-round ratios node/bare. Exit status 1 when it is under the floor.
 
-    python benchmarks/bench_cluster.py [--dialogs 20000] [--rounds 5] [--floor 0.70]
+    python benchmarks/bench_cluster.py [--dialogs 50000] [--rounds 11] [--floor 0.70]
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ async def run(n: int, rounds: int) -> tuple[list[Timing], list[Timing]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--dialogs", type=int, default=20_000)
+    parser.add_argument("--dialogs", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--floor", type=float, default=0.70)
     args = parser.parse_args()

@@ -121,6 +121,9 @@ class NodeState(StrEnum):
     """Did not answer the retries; pinged again after ``node_timeout``."""
 
 
+_DOWN: Final = NodeState.DOWN
+
+
 class RefusalReason(StrEnum):
     """Why a received packet was not acted on. Every refusal has exactly one."""
 
@@ -713,7 +716,8 @@ class ClusterCore:
     ) -> ModulePacket | None:
         # The fast path, taken by every packet that passes: the same checks as
         # _checked_module below, without naming a reason (most packets are these).
-        version = self._versions.get(reader.module)
+        module = reader.module
+        version = self._versions.get(module)
         if version is not None and reader.version == version:
             try:
                 dst, rest = reader.pop_back_int()
@@ -727,10 +731,10 @@ class ClusterCore:
                     peer is not None
                     and cluster == self._cluster
                     and dst == self._id
-                    and peer.state is not NodeState.DOWN
+                    and peer.state is not _DOWN
                     and self._ip_cache.get(peer_ip)
                 ):
-                    return ModulePacket(reader.module, rest, src)
+                    return ModulePacket(module, rest, src)
         return self._checked_module(reader, peer_ip, now)
 
     def _checked_module(

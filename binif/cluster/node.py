@@ -561,32 +561,35 @@ class Node:
             if held is not None and len(held) < self.sync_buffer:
                 held.append(packet)  # delivered after the sync, as OpenSIPS does
                 return
-        await self._handle(packet)
-
-    async def _handle(self, packet: ModulePacket) -> None:
-        """A checked module packet to its typed or raw handler: the hot path."""
-        packet_reader = packet.packet
-        typed = self._typed.get((packet.capability, packet_reader.command))
-        if typed is not None:
-            cls, handler = typed
-            try:
-                message: object = cls.from_packet(packet_reader)
-            except DecodeError as error:
-                self._undecodable += 1
-                self._log(("undecodable", cls), logging.WARNING, "%s: %s", cls.__name__, error)
-                return
-        else:
-            raw = self._raw.get(packet.capability)
-            if raw is None:
-                self._unhandled += 1
-                return
-            handler, message = raw, packet_reader
+        # The hot path, inline: a checked module packet to its handler.
+        target = self._target(packet)
+        if target is None:
+            return
+        handler, message = target
         try:
             await handler(message, packet.node_id)
         except Exception as error:
             self._handler_failed(packet.capability, error)
             return
         self._handled += 1
+
+    def _target(self, packet: ModulePacket) -> tuple[TypedHandler, object] | None:
+        """The handler of a checked module packet and what it gets, or None (counted)."""
+        packet_reader = packet.packet
+        typed = self._typed.get((packet.capability, packet_reader.command))
+        if typed is not None:
+            cls, handler = typed
+            try:
+                return handler, cls.from_packet(packet_reader)
+            except DecodeError as error:
+                self._undecodable += 1
+                self._log(("undecodable", cls), logging.WARNING, "%s: %s", cls.__name__, error)
+                return None
+        raw = self._raw.get(packet.capability)
+        if raw is None:
+            self._unhandled += 1
+            return None
+        return raw, packet_reader
 
     async def _finish_sync(self, event: SyncFinished) -> None:
         """SYNC_END: hand on what was held back during the sync, then end the sync() call."""
@@ -605,7 +608,10 @@ class Node:
         if held is None:
             return
         while held:
-            await self._handle(held.popleft())
+            packet = held.popleft()
+            target = self._target(packet)
+            if target is not None:
+                await self._call(target[0], target[1], packet.node_id, capability)
         del self._buffers[capability]  # nothing arrived since the deque emptied: no await
 
     def _pump(self) -> list[Event]:
