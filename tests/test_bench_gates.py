@@ -83,3 +83,36 @@ async def test_endpoint_gate_fails_when_values_decode_wrong(
     monkeypatch.setattr(binif.PacketReader, "unpack", byte_swapped)
     failures = await bench_endpoint.correctness_gate()
     assert any("decoding to" in failure for failure in failures), failures
+
+
+# --- bench_typed and bench_backup ------------------------------------------------------------
+
+import bench_backup  # noqa: E402
+import bench_typed  # noqa: E402
+
+
+def test_typed_gate_passes_on_this_build() -> None:
+    assert bench_typed.gate() == []
+
+
+def test_typed_gate_names_a_decoder_that_differs_from_unpack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def wrong(cls: Any, reader: binif.PacketReader) -> Any:
+        return cls.with_defaults()
+
+    cases = {"dialog DELETED": bench_typed.CASES["dialog DELETED"]}
+    monkeypatch.setattr(bench_typed, "CASES", cases)
+    monkeypatch.setattr(bench_typed.DialogDeleted, "from_packet", classmethod(wrong))
+    assert bench_typed.gate() == ["dialog DELETED: from_packet and unpack + __init__ differ"]
+
+
+def test_backup_gate_passes_on_this_build() -> None:
+    assert bench_backup.gate() == []
+
+
+def test_backup_gate_refuses_packets_that_are_not_distinct_dialogs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench_backup, "dialogs", lambda count: [bench_backup.PACKET] * count)
+    assert bench_backup.gate() == ["100 packets carry 1 call-ids"]
