@@ -270,12 +270,9 @@ def stream_items(tshark: str, pcap: Path, *options: str) -> list[dict[str, list[
 
 
 def expected_fields(entry: dict[str, Any]) -> dict[str, list[str]]:
-    """A manifest packet's fields as the dissector names them (variable parts it shows raw
-    left out), values as tshark prints them."""
+    """A manifest packet's fields as the dissector names them, values as tshark prints
+    them (those of repeated groups in order)."""
     capability = entry["capability"]
-    packet = PACKETS[(capability, entry["packet_type"])].packet
-    fixed_only = packet.tail is not None and packet.tail.kind == "rest"
-    fixed = {name for name, _ in packet.layouts[entry["version"]]}
     chunk_capability = next(
         (f["value"] for f in entry["fields"] if f["name"] == "capability"), capability
     )
@@ -289,8 +286,6 @@ def expected_fields(entry: dict[str, Any]) -> dict[str, list[str]]:
         elif name.startswith("chunk["):
             chunk_keys = {"size": "binif.sync.size", "start_marker": "binif.sync.marker"}
             key = chunk_keys.get(base, f"binif.{chunk_capability}.{base}")
-        elif fixed_only and (base not in fixed or "[" in name):
-            continue
         else:
             key = f"binif.{capability}.{base}"
         if base == "cflags":  # an int up to usrloc v3, text since: named with its kind

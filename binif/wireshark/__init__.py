@@ -30,8 +30,11 @@ from .stream_layouts import (
     SYNC_CHUNKS,
     TAILS,
     Field,
+    Node,
+    Repeat,
     StreamPacket,
     Tail,
+    When,
 )
 
 __all__ = [
@@ -181,9 +184,18 @@ def stream_packets(
     return packets
 
 
+def _fields_of(nodes: Iterable[Node]) -> Iterable[Field]:
+    """Every field in ``nodes``, those inside repeated and optional groups included."""
+    for node in nodes:
+        if isinstance(node, Repeat | When):
+            yield from _fields_of(node.items)
+        else:
+            yield node
+
+
 def _stream_fields(packet: StreamPacket) -> Iterable[Field]:
-    for fields in packet.layouts.values():
-        yield from fields
+    for nodes in packet.layouts.values():
+        yield from _fields_of(nodes)
     if packet.tail is not None:
         yield from packet.tail.item
         if packet.tail.count_field is not None:
@@ -216,8 +228,21 @@ def _stream_layouts(
         raw = raw_ints.get((capability, name))
         return fields.spec(abbr, capability, name, _KIND[type_], raw)
 
-    def specs(capability: str, ptype: int, items: Iterable[Field]) -> str:
-        return "{ " + ", ".join(spec(capability, ptype, item) for item in items) + " }"
+    def specs(capability: str, ptype: int, items: Iterable[Node]) -> str:
+        return "{ " + ", ".join(node(capability, ptype, item) for item in items) + " }"
+
+    def node(capability: str, ptype: int, item: Node) -> str:
+        if isinstance(item, Repeat):
+            return (
+                f'{{ kind = "repeat", count = {_lua(item.count)}, label = {_lua(item.label)},'
+                f" items = {specs(capability, ptype, item.items)} }}"
+            )
+        if isinstance(item, When):
+            return (
+                f'{{ kind = "when", field = {_lua(item.field)},'
+                f" items = {specs(capability, ptype, item.items)} }}"
+            )
+        return spec(capability, ptype, item)
 
     def tail(capability: str, ptype: int, tail: Tail) -> str:
         parts = [f"kind = {_lua(tail.kind)}", f"item = {specs(capability, ptype, tail.item)}"]
@@ -240,7 +265,7 @@ def _stream_layouts(
         tail_lua = "nil" if packet.tail is None else tail(capability, ptype, packet.tail)
         entries = []
         for version, layout in packet.layouts.items():
-            fields_lua = ",\n            ".join(spec(capability, ptype, f) for f in layout)
+            fields_lua = ",\n            ".join(node(capability, ptype, f) for f in layout)
             entries.append(
                 f"    [{version}] = {{\n        fields = {{\n            {fields_lua}\n"
                 f"        }},\n        tail = {tail_lua},\n    }}"

@@ -145,9 +145,9 @@ F.ul_methods = ProtoField.int32("binif.ul.methods", "methods", base.DEC, nil, ni
 F.ul_last_modified = ProtoField.bytes("binif.ul.last_modified", "last_modified", base.NONE, "ul last_modified")
 F.ul_last_modified_at = ProtoField.int64("binif.ul.last_modified_at", "last_modified_at", base.DEC, nil, nil, "ul last_modified as a little-endian C integer")
 F.clusterer_extra_target_node_id = ProtoField.int32("binif.clusterer-extra.target_node_id", "target_node_id", base.DEC, nil, nil, "clusterer-extra target_node_id")
-F.clusterer_extra_cmd_param = ProtoField.string("binif.clusterer-extra.cmd_param", "cmd_param", base.UNICODE, "clusterer-extra cmd_param")
 F.clusterer_extra_cmd_name = ProtoField.string("binif.clusterer-extra.cmd_name", "cmd_name", base.UNICODE, "clusterer-extra cmd_name")
 F.clusterer_extra_no_params = ProtoField.int32("binif.clusterer-extra.no_params", "no_params", base.DEC, nil, nil, "clusterer-extra no_params")
+F.clusterer_extra_cmd_param = ProtoField.string("binif.clusterer-extra.cmd_param", "cmd_param", base.UNICODE, "clusterer-extra cmd_param")
 F.clusterer_extra_capability = ProtoField.string("binif.clusterer-extra.capability", "capability", base.UNICODE, "clusterer-extra capability")
 F.clusterer_extra_data_version = ProtoField.int32("binif.clusterer-extra.data_version", "data_version", base.DEC, nil, nil, "clusterer-extra data_version")
 F.clusterer_extra_sync_chunks = ProtoField.int32("binif.clusterer-extra.sync_chunks", "sync_chunks", base.DEC, nil, nil, "clusterer-extra sync_chunks")
@@ -155,21 +155,29 @@ F.clusterer_extra_sharing_tag = ProtoField.string("binif.clusterer-extra.sharing
 F.clusterer_internal_cluster_id = ProtoField.int32("binif.clusterer-internal.cluster_id", "cluster_id", base.DEC, nil, nil, "clusterer-internal cluster_id")
 F.clusterer_internal_src_node_id = ProtoField.int32("binif.clusterer-internal.src_node_id", "src_node_id", base.DEC, nil, nil, "clusterer-internal src_node_id")
 F.clusterer_internal_req_node_list = ProtoField.int32("binif.clusterer-internal.req_node_list", "req_node_list", base.DEC, nil, nil, "clusterer-internal req_node_list")
-F.clusterer_internal_node_id = ProtoField.int32("binif.clusterer-internal.node_id", "node_id", base.DEC, nil, nil, "clusterer-internal node_id")
 F.clusterer_internal_nr_nodes = ProtoField.int32("binif.clusterer-internal.nr_nodes", "nr_nodes", base.DEC, nil, nil, "clusterer-internal nr_nodes")
-F.clusterer_internal_path_node = ProtoField.int32("binif.clusterer-internal.path_node", "path_node", base.DEC, nil, nil, "clusterer-internal path_node")
+F.clusterer_internal_node_id = ProtoField.int32("binif.clusterer-internal.node_id", "node_id", base.DEC, nil, nil, "clusterer-internal node_id")
 F.clusterer_internal_ls_seq_no = ProtoField.int32("binif.clusterer-internal.ls_seq_no", "ls_seq_no", base.DEC, nil, nil, "clusterer-internal ls_seq_no")
 F.clusterer_internal_timestamp = ProtoField.int32("binif.clusterer-internal.timestamp", "timestamp", base.DEC, nil, nil, "clusterer-internal timestamp")
 F.clusterer_internal_neigh_id = ProtoField.int32("binif.clusterer-internal.neigh_id", "neigh_id", base.DEC, nil, nil, "clusterer-internal neigh_id")
 F.clusterer_internal_new_link_state = ProtoField.int32("binif.clusterer-internal.new_link_state", "new_link_state", base.DEC, nil, nil, "clusterer-internal new_link_state")
 F.clusterer_internal_path_len = ProtoField.int32("binif.clusterer-internal.path_len", "path_len", base.DEC, nil, nil, "clusterer-internal path_len")
+F.clusterer_internal_path_node = ProtoField.int32("binif.clusterer-internal.path_node", "path_node", base.DEC, nil, nil, "clusterer-internal path_node")
 F.clusterer_internal_top_seq_no = ProtoField.int32("binif.clusterer-internal.top_seq_no", "top_seq_no", base.DEC, nil, nil, "clusterer-internal top_seq_no")
 F.clusterer_internal_no_nodes = ProtoField.int32("binif.clusterer-internal.no_nodes", "no_nodes", base.DEC, nil, nil, "clusterer-internal no_nodes")
+F.clusterer_internal_has_description = ProtoField.int32("binif.clusterer-internal.has_description", "has_description", base.DEC, nil, nil, "clusterer-internal has_description")
 F.clusterer_internal_url = ProtoField.string("binif.clusterer-internal.url", "url", base.UNICODE, "clusterer-internal url")
 F.clusterer_internal_sip_addr = ProtoField.string("binif.clusterer-internal.sip_addr", "sip_addr", base.UNICODE, "clusterer-internal sip_addr")
 F.clusterer_internal_priority = ProtoField.int32("binif.clusterer-internal.priority", "priority", base.DEC, nil, nil, "clusterer-internal priority")
 F.clusterer_internal_no_ping_retries = ProtoField.int32("binif.clusterer-internal.no_ping_retries", "no_ping_retries", base.DEC, nil, nil, "clusterer-internal no_ping_retries")
+F.clusterer_internal_ls_timestamp = ProtoField.int32("binif.clusterer-internal.ls_timestamp", "ls_timestamp", base.DEC, nil, nil, "clusterer-internal ls_timestamp")
+F.clusterer_internal_no_neigh = ProtoField.int32("binif.clusterer-internal.no_neigh", "no_neigh", base.DEC, nil, nil, "clusterer-internal no_neigh")
+F.clusterer_internal_neigh = ProtoField.int32("binif.clusterer-internal.neigh", "neigh", base.DEC, nil, nil, "clusterer-internal neigh")
 F.clusterer_internal_cap_seq_no = ProtoField.int32("binif.clusterer-internal.cap_seq_no", "cap_seq_no", base.DEC, nil, nil, "clusterer-internal cap_seq_no")
+F.clusterer_internal_nr_cap = ProtoField.int32("binif.clusterer-internal.nr_cap", "nr_cap", base.DEC, nil, nil, "clusterer-internal nr_cap")
+F.clusterer_internal_name = ProtoField.string("binif.clusterer-internal.name", "name", base.UNICODE, "clusterer-internal name")
+F.clusterer_internal_state = ProtoField.int32("binif.clusterer-internal.state", "state", base.DEC, nil, nil, "clusterer-internal state")
+F.clusterer_internal_require_reply = ProtoField.int32("binif.clusterer-internal.require_reply", "require_reply", base.DEC, nil, nil, "clusterer-internal require_reply")
 F.dialog_dlg_repl_callid = ProtoField.string("binif.dialog-dlg-repl.callid", "callid", base.UNICODE, "dialog-dlg-repl callid")
 F.dialog_dlg_repl_caller_tag = ProtoField.string("binif.dialog-dlg-repl.caller_tag", "caller_tag", base.UNICODE, "dialog-dlg-repl caller_tag")
 F.dialog_dlg_repl_callee_tag = ProtoField.string("binif.dialog-dlg-repl.callee_tag", "callee_tag", base.UNICODE, "dialog-dlg-repl callee_tag")
@@ -299,9 +307,9 @@ binif.fields = {
     F.ul_last_modified,
     F.ul_last_modified_at,
     F.clusterer_extra_target_node_id,
-    F.clusterer_extra_cmd_param,
     F.clusterer_extra_cmd_name,
     F.clusterer_extra_no_params,
+    F.clusterer_extra_cmd_param,
     F.clusterer_extra_capability,
     F.clusterer_extra_data_version,
     F.clusterer_extra_sync_chunks,
@@ -309,21 +317,29 @@ binif.fields = {
     F.clusterer_internal_cluster_id,
     F.clusterer_internal_src_node_id,
     F.clusterer_internal_req_node_list,
-    F.clusterer_internal_node_id,
     F.clusterer_internal_nr_nodes,
-    F.clusterer_internal_path_node,
+    F.clusterer_internal_node_id,
     F.clusterer_internal_ls_seq_no,
     F.clusterer_internal_timestamp,
     F.clusterer_internal_neigh_id,
     F.clusterer_internal_new_link_state,
     F.clusterer_internal_path_len,
+    F.clusterer_internal_path_node,
     F.clusterer_internal_top_seq_no,
     F.clusterer_internal_no_nodes,
+    F.clusterer_internal_has_description,
     F.clusterer_internal_url,
     F.clusterer_internal_sip_addr,
     F.clusterer_internal_priority,
     F.clusterer_internal_no_ping_retries,
+    F.clusterer_internal_ls_timestamp,
+    F.clusterer_internal_no_neigh,
+    F.clusterer_internal_neigh,
     F.clusterer_internal_cap_seq_no,
+    F.clusterer_internal_nr_cap,
+    F.clusterer_internal_name,
+    F.clusterer_internal_state,
+    F.clusterer_internal_require_reply,
     F.dialog_dlg_repl_callid,
     F.dialog_dlg_repl_caller_tag,
     F.dialog_dlg_repl_callee_tag,
@@ -580,9 +596,10 @@ stream_layouts["clusterer-extra"][8] = {
     [1] = {
         fields = {
             { name = "cmd_name", kind = "text", field = F.clusterer_extra_cmd_name, raw = nil },
-            { name = "no_params", kind = "int", field = F.clusterer_extra_no_params, raw = nil }
+            { name = "no_params", kind = "int", field = F.clusterer_extra_no_params, raw = nil },
+            { kind = "repeat", count = "no_params", label = "param", items = { { name = "cmd_param", kind = "text", field = F.clusterer_extra_cmd_param, raw = nil } } }
         },
-        tail = { kind = "list", item = { { name = "cmd_param", kind = "text", field = F.clusterer_extra_cmd_param, raw = nil } }, count = "no_params" },
+        tail = nil,
     },
 }
 stream_names["clusterer-extra"] = stream_names["clusterer-extra"] or {}
@@ -652,9 +669,10 @@ stream_layouts["clusterer-internal"][1] = {
         fields = {
             { name = "cluster_id", kind = "int", field = F.clusterer_internal_cluster_id, raw = nil },
             { name = "src_node_id", kind = "int", field = F.clusterer_internal_src_node_id, raw = nil },
-            { name = "nr_nodes", kind = "int", field = F.clusterer_internal_nr_nodes, raw = nil }
+            { name = "nr_nodes", kind = "int", field = F.clusterer_internal_nr_nodes, raw = nil },
+            { kind = "repeat", count = "nr_nodes", label = "node", items = { { name = "node_id", kind = "int", field = F.clusterer_internal_node_id, raw = nil } } }
         },
-        tail = { kind = "list", item = { { name = "node_id", kind = "int", field = F.clusterer_internal_node_id, raw = nil } }, count = "nr_nodes" },
+        tail = nil,
     },
 }
 stream_names["clusterer-internal"] = stream_names["clusterer-internal"] or {}
@@ -669,9 +687,10 @@ stream_layouts["clusterer-internal"][2] = {
             { name = "timestamp", kind = "int", field = F.clusterer_internal_timestamp, raw = nil },
             { name = "neigh_id", kind = "int", field = F.clusterer_internal_neigh_id, raw = nil },
             { name = "new_link_state", kind = "int", field = F.clusterer_internal_new_link_state, raw = nil },
-            { name = "path_len", kind = "int", field = F.clusterer_internal_path_len, raw = nil }
+            { name = "path_len", kind = "int", field = F.clusterer_internal_path_len, raw = nil },
+            { kind = "repeat", count = "path_len", label = "hop", items = { { name = "path_node", kind = "int", field = F.clusterer_internal_path_node, raw = nil } } }
         },
-        tail = { kind = "list", item = { { name = "path_node", kind = "int", field = F.clusterer_internal_path_node, raw = nil } }, count = "path_len" },
+        tail = nil,
     },
 }
 stream_names["clusterer-internal"] = stream_names["clusterer-internal"] or {}
@@ -684,9 +703,12 @@ stream_layouts["clusterer-internal"][3] = {
             { name = "src_node_id", kind = "int", field = F.clusterer_internal_src_node_id, raw = nil },
             { name = "top_seq_no", kind = "int", field = F.clusterer_internal_top_seq_no, raw = nil },
             { name = "timestamp", kind = "int", field = F.clusterer_internal_timestamp, raw = nil },
-            { name = "no_nodes", kind = "int", field = F.clusterer_internal_no_nodes, raw = nil }
+            { name = "no_nodes", kind = "int", field = F.clusterer_internal_no_nodes, raw = nil },
+            { kind = "repeat", count = "no_nodes", label = "node", items = { { name = "node_id", kind = "int", field = F.clusterer_internal_node_id, raw = nil }, { name = "has_description", kind = "int", field = F.clusterer_internal_has_description, raw = nil }, { kind = "when", field = "has_description", items = { { name = "url", kind = "text", field = F.clusterer_internal_url, raw = nil }, { name = "sip_addr", kind = "text", field = F.clusterer_internal_sip_addr, raw = nil }, { name = "priority", kind = "int", field = F.clusterer_internal_priority, raw = nil }, { name = "no_ping_retries", kind = "int", field = F.clusterer_internal_no_ping_retries, raw = nil } } }, { name = "ls_seq_no", kind = "int", field = F.clusterer_internal_ls_seq_no, raw = nil }, { name = "ls_timestamp", kind = "int", field = F.clusterer_internal_ls_timestamp, raw = nil }, { name = "no_neigh", kind = "int", field = F.clusterer_internal_no_neigh, raw = nil }, { kind = "repeat", count = "no_neigh", label = "neighbour", items = { { name = "neigh", kind = "int", field = F.clusterer_internal_neigh, raw = nil } } } } },
+            { name = "path_len", kind = "int", field = F.clusterer_internal_path_len, raw = nil },
+            { kind = "repeat", count = "path_len", label = "hop", items = { { name = "path_node", kind = "int", field = F.clusterer_internal_path_node, raw = nil } } }
         },
-        tail = { kind = "rest", item = {  } },
+        tail = nil,
     },
 }
 stream_names["clusterer-internal"] = stream_names["clusterer-internal"] or {}
@@ -713,9 +735,10 @@ stream_layouts["clusterer-internal"][5] = {
             { name = "sip_addr", kind = "text", field = F.clusterer_internal_sip_addr, raw = nil },
             { name = "priority", kind = "int", field = F.clusterer_internal_priority, raw = nil },
             { name = "no_ping_retries", kind = "int", field = F.clusterer_internal_no_ping_retries, raw = nil },
-            { name = "path_len", kind = "int", field = F.clusterer_internal_path_len, raw = nil }
+            { name = "path_len", kind = "int", field = F.clusterer_internal_path_len, raw = nil },
+            { kind = "repeat", count = "path_len", label = "hop", items = { { name = "path_node", kind = "int", field = F.clusterer_internal_path_node, raw = nil } } }
         },
-        tail = { kind = "list", item = { { name = "path_node", kind = "int", field = F.clusterer_internal_path_node, raw = nil } }, count = "path_len" },
+        tail = nil,
     },
 }
 stream_names["clusterer-internal"] = stream_names["clusterer-internal"] or {}
@@ -728,9 +751,13 @@ stream_layouts["clusterer-internal"][9] = {
             { name = "src_node_id", kind = "int", field = F.clusterer_internal_src_node_id, raw = nil },
             { name = "cap_seq_no", kind = "int", field = F.clusterer_internal_cap_seq_no, raw = nil },
             { name = "timestamp", kind = "int", field = F.clusterer_internal_timestamp, raw = nil },
-            { name = "nr_nodes", kind = "int", field = F.clusterer_internal_nr_nodes, raw = nil }
+            { name = "nr_nodes", kind = "int", field = F.clusterer_internal_nr_nodes, raw = nil },
+            { kind = "repeat", count = "nr_nodes", label = "node", items = { { name = "node_id", kind = "int", field = F.clusterer_internal_node_id, raw = nil }, { name = "nr_cap", kind = "int", field = F.clusterer_internal_nr_cap, raw = nil }, { kind = "repeat", count = "nr_cap", label = "capability", items = { { name = "name", kind = "text", field = F.clusterer_internal_name, raw = nil }, { name = "state", kind = "int", field = F.clusterer_internal_state, raw = nil } } } } },
+            { name = "require_reply", kind = "int", field = F.clusterer_internal_require_reply, raw = nil },
+            { name = "path_len", kind = "int", field = F.clusterer_internal_path_len, raw = nil },
+            { kind = "repeat", count = "path_len", label = "hop", items = { { name = "path_node", kind = "int", field = F.clusterer_internal_path_node, raw = nil } } }
         },
-        tail = { kind = "rest", item = {  } },
+        tail = nil,
     },
 }
 stream_names["dialog-dlg-repl"] = stream_names["dialog-dlg-repl"] or {}
@@ -1155,12 +1182,36 @@ local function printable(raw)
 end
 
 -- Dissect `specs` from `pos`, not past `limit`. A str's length takes `lensize` bytes
--- (4 in the datagram profile, 2 in the stream profile). Returns the position after the
+-- (4 in the datagram profile, 2 in the stream profile); a "repeat" spec is a group
+-- repeated as many times as an int read before says, a "when" spec fields present when
+-- an int read before is not 0. Returns the position after the
 -- last field read, the values read by field name, and nil or what did not fit.
-local function dissect_fields(tvb, tree, pos, limit, specs, lensize)
-    local values = {}
+local function dissect_fields(tvb, tree, pos, limit, specs, lensize, outer)
+    -- A group's values see those of the groups around it (a count read before the group).
+    local values = setmetatable({}, outer and { __index = outer } or nil)
     for index, spec in ipairs(specs) do
-        if spec.kind == "int" then
+        if spec.kind == "repeat" then
+            local count = values[spec.count]
+            if count == nil or count < 0 or count > limit - pos then
+                return pos, values, string.format("%s count %s at offset %d: not a count",
+                    spec.count, tostring(count), pos)
+            end
+            for number = 0, count - 1 do
+                local start = pos
+                local group = tree:add(f_entry, tvb(pos, limit - pos))
+                group:set_text(string.format("%s %d", spec.label, number))
+                local err
+                pos, _, err = dissect_fields(tvb, group, pos, limit, spec.items, lensize, values)
+                group:set_len(pos - start)
+                if err then return pos, values, err end
+            end
+        elseif spec.kind == "when" then
+            if values[spec.field] ~= 0 then
+                local err
+                pos, _, err = dissect_fields(tvb, tree, pos, limit, spec.items, lensize, values)
+                if err then return pos, values, err end
+            end
+        elseif spec.kind == "int" then
             if pos + 4 > limit then
                 return pos, values, string.format(
                     "field %d (%s, int) at offset %d: needs 4 bytes, %d left",
@@ -1212,13 +1263,6 @@ end
 -- The variable part after a stream packet's fixed fields. Each returns the position
 -- after what it read and nil or what did not fit.
 local stream_tails = {}
-
-function stream_tails.rest(tvb, tree, pos, limit)
-    if pos < limit then
-        tree:add(f_rest, tvb(pos, limit - pos))
-    end
-    return limit, nil
-end
 
 -- `count` times the item fields (count: an int read before, or read now).
 function stream_tails.list(tvb, tree, pos, limit, values, tail)

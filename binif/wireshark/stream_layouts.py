@@ -2,10 +2,10 @@
 
 The typed messages (``binif.opensips40.OPENSIPS40``: dialog, usrloc, profiles)
 give the names and fixed fields of the packets they describe; this module adds
-the rest: names and fixed leading fields of the clusterer's own packets (their
-variable parts are shown as raw bytes), and the variable tails the typed
-messages handle in code: repeated entries, counted lists, a value whose type a
-field gives. Field names follow
+the rest: names and layouts of the clusterer's own packets (with their counted
+lists and optional parts as :class:`Repeat` and :class:`When`), and the variable
+tails the typed messages handle in code: repeated entries, counted lists, a
+value whose type a field gives. Field names follow
 ``../shared/vectors/opensips-4.0*/manifest.json``.
 """
 
@@ -21,12 +21,37 @@ __all__ = [
     "SYNC_CHUNKS",
     "TAILS",
     "Field",
+    "Node",
+    "Repeat",
     "StreamPacket",
     "Tail",
+    "When",
 ]
 
 Field = tuple[str, type]
 """A field's name and Python type (str, bytes or int)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """``count`` (an int field read before it, here or in an enclosing group) times
+    ``items``, each time in a subtree labelled ``label`` and its index."""
+
+    count: str
+    label: str
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """``items`` only when the int field ``field`` read before is not 0."""
+
+    field: str
+    items: tuple[Node, ...]
+
+
+Node = Field | Repeat | When
+"""What a layout lists: a field, a repeated group, or fields present on a condition."""
 
 NO_TRAILER = frozenset({"clusterer-internal"})
 """Capabilities whose packets carry no clusterer trailer (every other one does)."""
@@ -44,8 +69,7 @@ class Tail:
       (1 the first item, 2 the second, 0 nothing);
     - ``entries``: the ``item`` fields repeated until the trailer, the field named
       ``value`` present only when ``has_value`` is not 0 (dialog profiles);
-    - ``sync``: sync chunks, each dissected with the layout of its capability;
-    - ``rest``: the remaining bytes, shown raw.
+    - ``sync``: sync chunks, each dissected with the layout of its capability.
     """
 
     kind: str
@@ -59,19 +83,24 @@ class Tail:
 class StreamPacket:
     """A packet type's fixed fields per capability version, and its tail."""
 
-    layouts: Mapping[int, tuple[Field, ...]]
+    layouts: Mapping[int, tuple[Node, ...]]
     tail: Tail | None = None
 
 
 def _packet(
-    versions: tuple[int, ...], fields: tuple[Field, ...], tail: Tail | None = None
+    versions: tuple[int, ...], fields: tuple[Node, ...], tail: Tail | None = None
 ) -> StreamPacket:
     return StreamPacket({version: fields for version in versions}, tail)
 
 
-REST = Tail("rest")
-PATH = Tail("list", item=(("path_node", int),), count="path_len")
+PATH: tuple[Node, ...] = (("path_len", int), Repeat("path_len", "hop", (("path_node", int),)))
 CLUSTER_HEAD: tuple[Field, ...] = (("cluster_id", int), ("src_node_id", int))
+DESCRIPTION: tuple[Field, ...] = (
+    ("url", str),
+    ("sip_addr", str),
+    ("priority", int),
+    ("no_ping_retries", int),
+)
 
 STREAM_NAMES: dict[tuple[str, int], str] = {
     ("clusterer-internal", 0): "clusterer.ping",
@@ -100,7 +129,7 @@ _CMATCH = Tail(
 STREAM_PACKETS: dict[tuple[str, int], StreamPacket] = {
     ("clusterer-internal", 0): _packet((1,), (*CLUSTER_HEAD, ("req_node_list", int))),
     ("clusterer-internal", 1): _packet(
-        (1,), (*CLUSTER_HEAD, ("nr_nodes", int)), Tail("list", (("node_id", int),), "nr_nodes")
+        (1,), (*CLUSTER_HEAD, ("nr_nodes", int), Repeat("nr_nodes", "node", (("node_id", int),)))
     ),
     ("clusterer-internal", 2): _packet(
         (1,),
@@ -110,34 +139,62 @@ STREAM_PACKETS: dict[tuple[str, int], StreamPacket] = {
             ("timestamp", int),
             ("neigh_id", int),
             ("new_link_state", int),
-            ("path_len", int),
+            *PATH,
         ),
-        PATH,
     ),
     ("clusterer-internal", 3): _packet(
-        (1,), (*CLUSTER_HEAD, ("top_seq_no", int), ("timestamp", int), ("no_nodes", int)), REST
-    ),
-    ("clusterer-internal", 4): _packet((1,), CLUSTER_HEAD),
-    ("clusterer-internal", 5): _packet(
         (1,),
         (
             *CLUSTER_HEAD,
-            ("url", str),
-            ("sip_addr", str),
-            ("priority", int),
-            ("no_ping_retries", int),
-            ("path_len", int),
+            ("top_seq_no", int),
+            ("timestamp", int),
+            ("no_nodes", int),
+            Repeat(
+                "no_nodes",
+                "node",
+                (
+                    ("node_id", int),
+                    ("has_description", int),
+                    When("has_description", DESCRIPTION),
+                    ("ls_seq_no", int),
+                    ("ls_timestamp", int),
+                    ("no_neigh", int),
+                    Repeat("no_neigh", "neighbour", (("neigh", int),)),
+                ),
+            ),
+            *PATH,
         ),
-        PATH,
     ),
+    ("clusterer-internal", 4): _packet((1,), CLUSTER_HEAD),
+    ("clusterer-internal", 5): _packet((1,), (*CLUSTER_HEAD, *DESCRIPTION, *PATH)),
     ("clusterer-internal", 9): _packet(
-        (1,), (*CLUSTER_HEAD, ("cap_seq_no", int), ("timestamp", int), ("nr_nodes", int)), REST
+        (1,),
+        (
+            *CLUSTER_HEAD,
+            ("cap_seq_no", int),
+            ("timestamp", int),
+            ("nr_nodes", int),
+            Repeat(
+                "nr_nodes",
+                "node",
+                (
+                    ("node_id", int),
+                    ("nr_cap", int),
+                    Repeat("nr_cap", "capability", (("name", str), ("state", int))),
+                ),
+            ),
+            ("require_reply", int),
+            *PATH,
+        ),
     ),
     ("clusterer-extra", 6): _packet((1,), (("target_node_id", int),)),
     ("clusterer-extra", 8): _packet(
         (1,),
-        (("cmd_name", str), ("no_params", int)),
-        Tail("list", (("cmd_param", str),), "no_params"),
+        (
+            ("cmd_name", str),
+            ("no_params", int),
+            Repeat("no_params", "param", (("cmd_param", str),)),
+        ),
     ),
     ("clusterer-extra", 10): _packet((3,), (("capability", str),)),
     ("clusterer-extra", 11): _packet(

@@ -148,12 +148,36 @@ local function printable(raw)
 end
 
 -- Dissect `specs` from `pos`, not past `limit`. A str's length takes `lensize` bytes
--- (4 in the datagram profile, 2 in the stream profile). Returns the position after the
+-- (4 in the datagram profile, 2 in the stream profile); a "repeat" spec is a group
+-- repeated as many times as an int read before says, a "when" spec fields present when
+-- an int read before is not 0. Returns the position after the
 -- last field read, the values read by field name, and nil or what did not fit.
-local function dissect_fields(tvb, tree, pos, limit, specs, lensize)
-    local values = {}
+local function dissect_fields(tvb, tree, pos, limit, specs, lensize, outer)
+    -- A group's values see those of the groups around it (a count read before the group).
+    local values = setmetatable({}, outer and { __index = outer } or nil)
     for index, spec in ipairs(specs) do
-        if spec.kind == "int" then
+        if spec.kind == "repeat" then
+            local count = values[spec.count]
+            if count == nil or count < 0 or count > limit - pos then
+                return pos, values, string.format("%s count %s at offset %d: not a count",
+                    spec.count, tostring(count), pos)
+            end
+            for number = 0, count - 1 do
+                local start = pos
+                local group = tree:add(f_entry, tvb(pos, limit - pos))
+                group:set_text(string.format("%s %d", spec.label, number))
+                local err
+                pos, _, err = dissect_fields(tvb, group, pos, limit, spec.items, lensize, values)
+                group:set_len(pos - start)
+                if err then return pos, values, err end
+            end
+        elseif spec.kind == "when" then
+            if values[spec.field] ~= 0 then
+                local err
+                pos, _, err = dissect_fields(tvb, tree, pos, limit, spec.items, lensize, values)
+                if err then return pos, values, err end
+            end
+        elseif spec.kind == "int" then
             if pos + 4 > limit then
                 return pos, values, string.format(
                     "field %d (%s, int) at offset %d: needs 4 bytes, %d left",
@@ -205,13 +229,6 @@ end
 -- The variable part after a stream packet's fixed fields. Each returns the position
 -- after what it read and nil or what did not fit.
 local stream_tails = {}
-
-function stream_tails.rest(tvb, tree, pos, limit)
-    if pos < limit then
-        tree:add(f_rest, tvb(pos, limit - pos))
-    end
-    return limit, nil
-end
 
 -- `count` times the item fields (count: an int read before, or read now).
 function stream_tails.list(tvb, tree, pos, limit, values, tail)
