@@ -27,6 +27,7 @@ from .errors import (
     BadChecksum,
     BadMarker,
     DecodeError,
+    InvalidOption,
     NotRegistered,
     PacketTooLong,
     PacketTooShort,
@@ -428,14 +429,14 @@ def _message_versions(message: type[MessageType]) -> frozenset[int] | None:
 
 def _check_options(concurrency: int, timeout: float | None) -> None:
     if not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        raise InvalidOption(f"concurrency must be an int >= 1, not {concurrency!r}")
     if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be positive seconds or None, not {timeout!r}")
+        raise InvalidOption(f"timeout must be positive seconds or None, not {timeout!r}")
 
 
 def _check_concurrency(route: Route, concurrency: int) -> None:
     if concurrency != route.concurrency:
-        raise ValueError(
+        raise InvalidOption(
             f"module {route.module!r} already has concurrency {route.concurrency}:"
             f" every handler of one module shares its queue and workers"
         )

@@ -169,6 +169,10 @@ class EndpointNotRunning(EndpointError, RuntimeError):
     """The endpoint is not running: not started yet, closed, or its socket closed under it."""
 
 
+class InvalidOption(EndpointError, ValueError):
+    """An endpoint or registration option it cannot take: queue_size 0, concurrency 0, ..."""
+
+
 class EndpointInUse(EndpointError, RuntimeError):
     """start() on an endpoint that is already running (e.g. a nested ``async with``)."""
 

@@ -34,7 +34,14 @@ from .dispatch import (
     Route,
     Target,
 )
-from .errors import BadVersion, DecodeError, EndpointError, EndpointInUse, EndpointNotRunning
+from .errors import (
+    BadVersion,
+    DecodeError,
+    EndpointError,
+    EndpointInUse,
+    EndpointNotRunning,
+    InvalidOption,
+)
 from .reader import PacketReader
 from .stats import Counters
 from .wire import WireFormat
@@ -159,8 +166,8 @@ class Runtime:
         log_interval: float,
         counters: Counters,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, not {queue_size}")
+        if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 1:
+            raise InvalidOption(f"queue_size must be an int >= 1, not {queue_size!r}")
         self.queue_size = queue_size
         self.wire = wire
         self.drain_timeout = drain_timeout

@@ -26,6 +26,8 @@ from binif import (
     Endpoint,
     EndpointNotRunning,
     InvalidAddress,
+    InvalidOption,
+    Message,
     PacketReader,
     PacketWriter,
 )
@@ -278,3 +280,36 @@ def test_help_says_handlers_are_async_and_what_addresses_are() -> None:
     assert "Handlers are ``async def`` functions taking ``(packet, source)``" in text
     assert "Addresses are ``(host, port)`` tuples" in text
     assert "resolved once at :meth:`start`" in text and "single-use" in text
+
+
+# --- options and message classes, in binif's words -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Endpoint(queue_size=0), "queue_size must be an int >= 1, not 0"),
+        (lambda: Endpoint(queue_size="10"), "queue_size must be an int >= 1, not '10'"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_bad_option_is_an_invalid_option(make: Any, message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        make()
+    assert issubclass(InvalidOption, ValueError) and issubclass(InvalidOption, BinError)
+
+
+def test_registration_options_and_message_classes_are_refused_in_binif_words() -> None:
+    class Fields(Message):  # a set of fields to reuse: no module=, no command=
+        callid: str
+
+    async def on_fields(message: Fields, source: Any) -> None:
+        """Never called."""
+
+    ep = Endpoint()
+    with pytest.raises(TypeError, match="Fields needs a str MODULE and an int COMMAND"):
+        ep.on(Fields)(on_fields)
+    with pytest.raises(TypeError, match=r"takes a message class .* not <class 'int'>"):
+        ep.register_message(int, on_fields)  # type: ignore[type-var]
+    with pytest.raises(InvalidOption, match="concurrency must be an int >= 1, not 0"):
+        ep.register("dialog", on_fields, concurrency=0)  # type: ignore[arg-type]
+    assert ep.routes == {}
