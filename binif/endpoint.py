@@ -488,44 +488,36 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
         )
 
     def _sendto(self, transport: asyncio.DatagramTransport, data: bytes, addr: Address) -> int:
+        failed = self._attempt(transport, data, addr)
+        tries = 1
+        # Linux may hand this send an earlier datagram's ICMP error instead of
+        # sending it (error_received then asks for a retry): send it again.
+        while failed and self._retry_send and tries <= _SEND_ATTEMPTS:
+            failed = self._attempt(transport, data, addr)
+            tries += 1
+        if failed:
+            if self._retry_send:  # errors kept arriving: give up on this datagram
+                self._counters.send_errors += 1
+                self.last_send_error = OSError(
+                    errno.EAGAIN, f"ICMP errors kept arriving: {tries} tries, none sent"
+                )
+            return 0
+        counters = self._counters
+        counters.packets_sent += 1
+        counters.bytes_sent += len(data)
+        return len(data)
+
+    def _attempt(self, transport: asyncio.DatagramTransport, data: bytes, addr: Address) -> bool:
+        """One sendto; True if it failed (``_retry_send`` then says whether to try again)."""
         self._in_send = True
-        self._send_failed = False
+        self._send_failed = self._retry_send = False
         try:
             transport.sendto(data, addr)
         except OSError as exc:
             self.error_received(exc)
         finally:
             self._in_send = False
-        if self._send_failed:
-            return self._resend(transport, data, addr)
-        counters = self._counters
-        counters.packets_sent += 1
-        counters.bytes_sent += len(data)
-        return len(data)
-
-    def _resend(self, transport: asyncio.DatagramTransport, data: bytes, addr: Address) -> int:
-        """After a failed sendto: try again if the OS only handed over an earlier ICMP error."""
-        for _attempt in range(_SEND_ATTEMPTS):
-            if not self._retry_send:
-                return 0  # the OS refused this datagram: counted in send_errors
-            self._retry_send = self._send_failed = False
-            self._in_send = True
-            try:
-                transport.sendto(data, addr)
-            except OSError as exc:
-                self.error_received(exc)
-            finally:
-                self._in_send = False
-            if not self._send_failed:
-                counters = self._counters
-                counters.packets_sent += 1
-                counters.bytes_sent += len(data)
-                return len(data)
-        self._counters.send_errors += 1
-        self.last_send_error = OSError(
-            errno.EAGAIN, f"ICMP errors kept arriving: {_SEND_ATTEMPTS} tries, none sent"
-        )
-        return 0
+        return self._send_failed
 
     # --- stats ----------------------------------------------------------------------
 
