@@ -17,6 +17,7 @@ from .messages import Message, MessageRegistry
 
 __all__ = [
     "OPENSIPS21",
+    "ContactRawValues",
     "DialogCommand",
     "DialogCreated",
     "DialogDeleted",
@@ -172,7 +173,32 @@ class UsrlocRecordDeleted(UsrlocRecordFields, module="ul", command=UsrlocCommand
     """An address-of-record released after its last contact went (REPL_URECORD_DELETE)."""
 
 
-class UsrlocContactFields(Message):
+class ContactRawValues:
+    """The raw C values of a usrloc contact, decoded (OpenSIPS 2.1 to 4.0 send them alike)."""
+
+    __slots__ = ()
+
+    expires: bytes
+    q: bytes
+    last_modified: bytes
+
+    @property
+    def expires_at(self) -> int:
+        """``expires`` as a unix time (little-endian int64, or int32 from a 32-bit host)."""
+        return _from_c(self.expires, "expires")
+
+    @property
+    def q_value(self) -> int:
+        """``q`` as an int: 0 to 1000 for q=0.000 to 1.000, -1 when unspecified."""
+        return _from_c(self.q, "q")
+
+    @property
+    def last_modified_at(self) -> int:
+        """``last_modified`` as a unix time."""
+        return _from_c(self.last_modified, "last_modified")
+
+
+class UsrlocContactFields(Message, ContactRawValues):
     """The 17 fields of a usrloc contact insert or update."""
 
     domain: str
@@ -199,21 +225,6 @@ class UsrlocContactFields(Message):
     RAW_INTS = MappingProxyType(
         {"expires": "expires_at", "q": "q_value", "last_modified": "last_modified_at"}
     )
-
-    @property
-    def expires_at(self) -> int:
-        """``expires`` as a unix time (little-endian int64, or int32 from a 32-bit host)."""
-        return _from_c(self.expires, "expires")
-
-    @property
-    def q_value(self) -> int:
-        """``q`` as an int: 0 to 1000 for q=0.000 to 1.000, -1 when unspecified."""
-        return _from_c(self.q, "q")
-
-    @property
-    def last_modified_at(self) -> int:
-        """``last_modified`` as a unix time."""
-        return _from_c(self.last_modified, "last_modified")
 
 
 class UsrlocContactInserted(UsrlocContactFields, module="ul", command=UsrlocCommand.CONTACT_INSERT):

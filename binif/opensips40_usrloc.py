@@ -38,7 +38,7 @@ from .errors import (
 )
 from .layout import INT, STR
 from .messages import LOCAL, Message, MessageField, _fits
-from .opensips21 import _from_c, c_int, c_time
+from .opensips21 import ContactRawValues, c_int, c_time
 from .reader import Field, PacketReader
 from .wire import STREAM, WireFormat
 from .writer import PacketWriter
@@ -430,7 +430,7 @@ class AorDeleted(_Usrloc, module=USRLOC_CAPABILITY, command=UsrlocPacket.AOR_DEL
         return _AOR_FIELDS[:2]
 
 
-class _ContactFields(_Matched):
+class _ContactFields(_Matched, ContactRawValues):
     """What a contact insert and a contact update carry (in different orders)."""
 
     domain: str
@@ -490,21 +490,6 @@ class _ContactFields(_Matched):
     def contact_key(self) -> ContactId:
         """``contact_id`` split into AoR hash, rlabel and clabel."""
         return ContactId.from_bytes(self.contact_id)
-
-    @property
-    def expires_at(self) -> int:
-        """``expires`` as a unix time (0: never expires)."""
-        return _from_c(self.expires, "expires")
-
-    @property
-    def q_value(self) -> int:
-        """``q`` as an int: 0 to 1000 for q=0.000 to 1.000, -1 when unspecified."""
-        return _from_c(self.q, "q")
-
-    @property
-    def last_modified_at(self) -> int:
-        """``last_modified`` as a unix time."""
-        return _from_c(self.last_modified, "last_modified")
 
     @classmethod
     def build(
