@@ -474,6 +474,8 @@ class StreamEndpoint(Runtime):
         allow = self._core.allow
         if self._state != "running":
             connection.close(CloseReason.SHUTDOWN, abort=True)
+        elif not connection.peer:  # reset before we could ask who it was
+            connection.close(CloseReason.CONNECTION_ERROR, "no peer address", abort=True)
         elif allow is not None and not allow.allows(str(connection.peer[0])):
             connection.close(CloseReason.SOURCE_NOT_ALLOWED, f"not in {allow!r}", abort=True)
         elif len(self._accepted) > self.max_connections:

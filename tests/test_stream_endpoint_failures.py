@@ -118,6 +118,21 @@ async def test_an_idle_connection_is_closed_after_idle_timeout() -> None:
         await wait_until(lambda: rx.stats.connections_closed[CloseReason.IDLE_TIMEOUT] == 1)
 
 
+async def test_idle_timeout_spares_the_endpoints_own_outbound_connections() -> None:
+    """Our links mostly write and rarely read: idleness on them is no reason to close."""
+    async with StreamEndpoint() as rx, StreamEndpoint(idle_timeout=0.2) as tx:
+        rx.register("dialog", Collector())
+        await tx.send(numbered(1), rx.local_address)
+        reader, writer = await asyncio.open_connection(*tx.local_address)
+        assert await closed_by_peer(reader)  # an idle accepted connection is closed...
+        writer.close()
+        stats = tx.stats
+        assert stats.connections_closed[CloseReason.IDLE_TIMEOUT] == 1
+        assert stats.links_open == 1 and sum(stats.links_closed.values()) == 0  # ...ours not
+        await tx.send(numbered(2), rx.local_address)
+        assert tx.stats.connects == 1
+
+
 async def test_connections_beyond_max_connections_are_refused_and_counted(host: str) -> None:
     got = Collector()
     async with StreamEndpoint((host, 0), max_connections=2) as rx:
