@@ -24,7 +24,8 @@ pytestmark = pytest.mark.both_loops
 FOLDER = VECTORS / "opensips-4.0"
 ROOT = Path(__file__).resolve().parent.parent
 DLG = "dialog-dlg-repl"
-FAST = {"ping_interval": 0.3, "ping_timeout": 0.2, "ping_retries": 3}
+FAST = {"ping_interval": 0.3, "ping_timeout": 0.5, "ping_retries": 3}
+"""Quicker heartbeats than OpenSIPS's (4 s, 1 s), with a timeout a loaded machine meets."""
 
 
 def vector(name: str) -> bytes:
@@ -192,7 +193,7 @@ async def test_joins_an_opensips_node_as_the_vectors_show(
     started = time.monotonic()
     await peer.send(vector("join-clusterer-ping-1.bin"))
     pong = await peer.next(p.PacketType.PONG)
-    assert time.monotonic() - started < 0.2  # the ping timeout
+    assert time.monotonic() - started < 1.0  # OpenSIPS's ping timeout
     assert pong.to_bytes() == with_source(vector("clusterer-pong-1.bin"), 3)
     # Topology and capabilities from node 1; the CAP_UPDATE asks for a reply.
     await peer.send(vector("join-clusterer-full-top-update-1.bin"))
@@ -302,8 +303,8 @@ async def test_a_silent_opensips_node_goes_probing_then_down(
     node, peer = opensips
     await join(node, peer)
     peer.answers_pings = False
-    await node.wait_state(1, NodeState.PROBING, timeout=3)
-    await node.wait_state(1, NodeState.DOWN, timeout=3)
+    await node.wait_state(1, NodeState.PROBING, timeout=5)
+    await node.wait_state(1, NodeState.DOWN, timeout=5)
     with pytest.raises(Exception, match="not up"):
         await node.send(DialogCreated.with_defaults(callid="x", h_id=1), 1)
 
