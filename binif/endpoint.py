@@ -31,7 +31,13 @@ from .address import (
     resolve_address,
 )
 from .dispatch import DropReason
-from .errors import AddressTypeError, BindError, DatagramTooLarge, EndpointNotRunning
+from .errors import (
+    AddressTypeError,
+    BindError,
+    DatagramTooLarge,
+    EndpointNotRunning,
+    InvalidOption,
+)
 from .reader import PacketReader
 from .runtime import DEFAULT_QUEUE_SIZE, Runtime
 from .stats import Counters, Stats, udp_kernel_drops
@@ -127,6 +133,9 @@ class Endpoint(Runtime, asyncio.DatagramProtocol):
             log_interval=log_interval,
             counters=Counters(),
         )
+        for name, size in (("recv_buffer", recv_buffer), ("send_buffer", send_buffer)):
+            if size is not None and (type(size) is not int or size < 1):
+                raise InvalidOption(f"{name} must be a size in bytes >= 1 or None, not {size!r}")
         check_address(local_addr, what="bind address", any_port=True)
         self.local_addr: Address = tuple(local_addr)
         self.recv_buffer_requested = recv_buffer

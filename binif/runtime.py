@@ -168,6 +168,9 @@ class Runtime:
     ) -> None:
         if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 1:
             raise InvalidOption(f"queue_size must be an int >= 1, not {queue_size!r}")
+        for name, seconds in (("drain_timeout", drain_timeout), ("log_interval", log_interval)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                raise InvalidOption(f"{name} must be seconds >= 0, not {seconds!r}")
         self.queue_size = queue_size
         self.wire = wire
         self.drain_timeout = drain_timeout

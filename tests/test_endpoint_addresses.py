@@ -290,6 +290,10 @@ def test_help_says_handlers_are_async_and_what_addresses_are() -> None:
     [
         (lambda: Endpoint(queue_size=0), "queue_size must be an int >= 1, not 0"),
         (lambda: Endpoint(queue_size="10"), "queue_size must be an int >= 1, not '10'"),  # type: ignore[arg-type]
+        (lambda: Endpoint(recv_buffer="4M"), "recv_buffer must be a size in bytes"),  # type: ignore[arg-type]
+        (lambda: Endpoint(send_buffer=0), "send_buffer must be a size in bytes >= 1 or None"),
+        (lambda: Endpoint(drain_timeout=-1), "drain_timeout must be seconds >= 0, not -1"),
+        (lambda: Endpoint(log_interval=None), "log_interval must be seconds >= 0, not None"),  # type: ignore[arg-type]
     ],
 )
 def test_a_bad_option_is_an_invalid_option(make: Any, message: str) -> None:
