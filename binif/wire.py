@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from .crc import opensips_crc32
 from .errors import BadChecksum, BadMarker, LengthMismatch, PacketTooLong, PacketTooShort
@@ -42,6 +42,12 @@ TOTAL_LENGTH: HeaderField = "total_length"
 """The size of the whole packet, header included: what delimits packets on a stream."""
 VERSION: HeaderField = "version"
 """The version of the packet layout the sender used (per capability, not per protocol)."""
+
+
+class Frame(Protocol):
+    """``frame(body, version=None) -> bytes``: a profile's header, then ``body``."""
+
+    def __call__(self, body: bytes, version: int | None = None) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -96,7 +102,7 @@ class WireFormat:
     _fields: tuple[HeaderField, ...] = field(init=False, repr=False, compare=False)
     _checksum_index: int = field(init=False, repr=False, compare=False)
     _total_index: int = field(init=False, repr=False, compare=False)
-    frame: Callable[[bytes, int | None], bytes] = field(init=False, repr=False, compare=False)
+    frame: Frame = field(init=False, repr=False, compare=False)
     """``frame(body, version=None)``: the complete packet, the profile's header then ``body``.
 
     ``version`` goes in the version field (the writer checks it is given
@@ -218,7 +224,7 @@ _FRAME_VALUES: dict[HeaderField, str] = {
 }
 
 
-def _compile_frame(wire: WireFormat) -> Callable[[bytes, int | None], bytes]:
+def _compile_frame(wire: WireFormat) -> Frame:
     values = ", ".join(_FRAME_VALUES[name] for name in wire._fields)
     source = f"def frame(body, version=None):\n    return pack({values}) + body\n"
     namespace: dict[str, object] = {

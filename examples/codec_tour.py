@@ -40,7 +40,7 @@ def main() -> None:
     real = (VECTORS / "dialog-created-1.bin").read_bytes()
     fields = PacketReader.parse(real).unpack(DIALOG_CREATED, exact=True)
     print(f"\nOpenSIPS 2.1.5 dialog CREATED ({len(real)} bytes): callid={fields[0]!r}")
-    print(f"  from {fields[3]!r} to {fields[4]!r}, state {fields[7]}, timeout {fields[22]}")
+    print(f"  from {fields[3]!r} to {fields[4]!r}, state {fields[7]!r}, timeout {fields[22]!r}")
     rebuilt = PacketWriter("dialog", 1).pack(DIALOG_CREATED, *fields).to_bytes()
     print(f"  rebuilt byte for byte: {rebuilt == real}")
 
