@@ -18,7 +18,7 @@ closed, and the decoder refuses further input.
 from __future__ import annotations
 
 from .errors import DecodeError, StreamBroken
-from .reader import PacketReader, _first_field
+from .reader import PacketReader, _first_field, _Head, _new_reader
 from .wire import STREAM, WireFormat
 
 __all__ = ["StreamDecoder"]
@@ -34,7 +34,7 @@ class StreamDecoder:
     to the bytes fed, however they are split.
     """
 
-    __slots__ = ("_buffer", "_consumed", "_error", "_need", "_raised", "wire")
+    __slots__ = ("_buffer", "_consumed", "_error", "_head", "_key", "_need", "_raised", "wire")
 
     wire: WireFormat
     """The profile of the stream (one with a total-length field)."""
@@ -51,6 +51,8 @@ class StreamDecoder:
         self._consumed = 0
         self._error: DecodeError | None = None
         self._raised = False
+        self._key = b""
+        self._head: _Head | None = None
 
     @property
     def buffered(self) -> int:
@@ -83,38 +85,56 @@ class StreamDecoder:
             self._raise_stored()
         buffer = self._buffer
         if buffer:
-            buffer += data
-            if len(buffer) < self._need:
+            if len(buffer) + len(data) < self._need:
+                buffer += data
                 return []
-            chunk: bytes | bytearray = buffer
+            # One copy into bytes, sliced below without views (as a hand-written loop does).
+            chunk = b"".join((buffer, data))
+            buffer.clear()
         elif type(data) is bytes:
             chunk = data
         else:
             chunk = bytes(data)
         packets: list[PacketReader] = []
+        append = packets.append
         end = len(chunk)
         pos = 0
         wire = self.wire
         header_size = wire.header_size
-        packet_length = wire.packet_length
-        # Slicing bytes copies once; a bytearray is sliced through a view for the same.
-        view = chunk if type(chunk) is bytes else memoryview(chunk)
+        unpack_header = wire.header.unpack_from
+        total_index = wire._total_index
+        marker, least, most = wire.marker, wire.min_packet, wire.max_packet
+        version_at = wire.version_at
+        # The head bytes (version, name length, name, command) of the last packet and
+        # their decoded form: the packets of one connection mostly share them.
+        key, head = self._key, self._head
         error: DecodeError | None = None
         try:
             while end - pos >= header_size:
-                stop = pos + packet_length(view, pos)
+                header = unpack_header(chunk, pos)
+                size = header[total_index]
+                if header[0] != marker or size < least or size > most:
+                    wire.packet_length(chunk, pos)  # raises the precise error
+                stop = pos + size
                 if stop > end:
                     break
                 # Exactly one packet fed as bytes is kept as it is, with no copy.
-                packet = chunk if stop - pos == end and view is chunk else bytes(view[pos:stop])
-                # packet_length checked the header: what is left is the head.
-                packets.append(_first_field(packet, wire))
+                packet = chunk if stop - pos == end else chunk[pos:stop]
+                if head is not None and packet.startswith(key, version_at):
+                    reader = _new_reader(PacketReader)
+                    reader._head = head
+                    reader._data = packet
+                    reader._pos = head.fields_offset
+                    reader._index = 0
+                else:  # the header is checked: what is left is the head
+                    reader = _first_field(packet, wire)
+                    head = reader._head
+                    key = packet[version_at : reader._pos]
+                append(reader)
                 pos = stop
         except DecodeError as exc:
             error = exc
-        finally:
-            if view is not chunk:
-                view.release()  # type: ignore[union-attr]
+        self._key, self._head = key, head
         self._consumed += pos
         if error is not None:
             self._error = error
@@ -124,11 +144,9 @@ class StreamDecoder:
                 raise error
             return packets
         left = end - pos
-        if chunk is buffer:
-            del buffer[:pos]
-        elif left:
-            buffer += chunk[pos:]
-        self._need = packet_length(buffer) if left >= header_size else header_size
+        if left:
+            buffer += memoryview(chunk)[pos:]
+        self._need = wire.packet_length(buffer) if left >= header_size else header_size
         return packets
 
     def _raise_stored(self) -> None:

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from itertools import repeat
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, Self, TypeVar, cast
 
@@ -56,6 +57,9 @@ DEFAULT_QUEUE_SIZE: Final = 4096
 _YIELD_EVERY: Final = 64
 """A worker yields to the loop after this many packets handled without waiting."""
 
+_DECIDED_MAX: Final = 1024
+"""Packet heads whose decision is kept (random names cannot grow memory)."""
+
 H = TypeVar("H", bound=Handler)
 M = TypeVar("M", bound=MessageType)
 State = Literal["new", "starting", "running", "failed", "closing", "closed"]
@@ -73,6 +77,7 @@ class Lane:
         "_route",
         "direct",
         "items",
+        "sources",
         "limit",
         "resume_at",
         "blocked",
@@ -85,7 +90,9 @@ class Lane:
 
     def __init__(self, route: Route, limit: int) -> None:
         self.route = route
-        self.items: deque[tuple[PacketReader, Address]] = deque()
+        self.items: deque[PacketReader] = deque()
+        self.sources: deque[Address] = deque()
+        """Where each of ``items`` came from (two deques: no tuple to build per packet)."""
         self.limit = limit
         self.resume_at = limit // 2
         self.blocked: list[Callable[[], None]] = []
@@ -110,6 +117,13 @@ class Lane:
             raw.handler if raw is not None and not route.messages and raw.timeout is None else None
         )
 
+    def clear(self) -> int:
+        """Forget the queued packets; return how many there were."""
+        left = len(self.items)
+        self.items.clear()
+        self.sources.clear()
+        return left
+
     def wake_one(self) -> None:
         waiters = self.waiters
         while waiters:
@@ -124,7 +138,8 @@ class Lane:
 
     def release(self) -> None:
         """Resume every source paused on this lane."""
-        blocked, self.blocked = self.blocked, []
+        blocked = [*self.blocked]
+        self.blocked.clear()  # in place: workers hold the list
         for resume in blocked:
             resume()
 
@@ -179,6 +194,8 @@ class Runtime:
         self._limiter = LogLimiter(logger, log_interval)
         self._drop_gates = {reason: self._limiter.gate(reason) for reason in DropReason}
         self._lanes: dict[str, Lane] = {}
+        self._decided: dict[object, Lane | DropReason] = {}
+        """Where packets of one head (module, command, version) go, found once per head."""
         self._retiring: set[Lane] = set()
         self._state: State = "new"
         self.failure: BaseException | None = None
@@ -275,9 +292,8 @@ class Runtime:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         for lane in lanes:
-            left = len(lane.items)
+            left = lane.clear()
             if left:
-                lane.items.clear()
                 self._counters.drops[DropReason.SHUTDOWN] += left
                 lane.settle(left)
             lane.workers.clear()
@@ -388,6 +404,7 @@ class Runtime:
     def unregister(self, module: str) -> None:
         """Remove the handlers of ``module``. Packets already queued are still handled."""
         self._core.unregister(module)
+        self._decided.clear()
         lane = self._lanes.pop(module)
         lane.retired = True
         lane.release()
@@ -395,9 +412,9 @@ class Runtime:
             self._retiring.add(lane)
             lane.wake_all()
         elif lane.items:  # fed before start: no worker will ever take them
-            self._counters.drops[DropReason.SHUTDOWN] += len(lane.items)
-            lane.settle(len(lane.items))
-            lane.items.clear()
+            left = lane.clear()
+            self._counters.drops[DropReason.SHUTDOWN] += left
+            lane.settle(left)
 
     @property
     def routes(self) -> dict[str, Route]:
@@ -409,6 +426,7 @@ class Runtime:
             raise EndpointNotRunning(f"the endpoint is {self._state}")
 
     def _install(self, route: Route) -> None:
+        self._decided.clear()
         lane = self._lanes.get(route.module)
         if lane is None:
             lane = self._lanes[route.module] = Lane(route, self.queue_size)
@@ -441,7 +459,8 @@ class Runtime:
 
     def _admit(self, lane: Lane, reader: PacketReader, source: Address) -> None:
         """Queue ``reader`` on ``lane`` and wake a worker (the caller checked the limit)."""
-        lane.items.append((reader, source))
+        lane.items.append(reader)
+        lane.sources.append(source)
         lane.pending += 1
         self._counters.dispatched += 1
         waiters = lane.waiters
@@ -451,6 +470,57 @@ class Runtime:
                 lane.wake_one()
             else:
                 waiter.set_result(None)
+
+    def _admit_all(self, packets: list[PacketReader], source: Address) -> list[Lane]:
+        """Queue each of ``packets`` for its module, or count why not; wake the workers.
+
+        The stream's path: the dispatcher decides once per packet head (module,
+        command, version) until the handlers change, and each lane is woken
+        once per call. Returns the lanes now at their limit.
+        """
+        decided = self._decided
+        touched: list[Lane] = []
+        queued: list[int] = []
+        head: object = None
+        where: Lane | DropReason | None = None
+        put: Callable[[PacketReader], None] | None = None
+        for reader in packets:
+            if reader._head is not head:
+                head = reader._head
+                where = decided.get(head)
+                if where is None:
+                    where = self._decide(reader)
+                if type(where) is Lane:
+                    if where not in touched:
+                        touched.append(where)
+                        queued.append(len(where.items))
+                    put = where.items.append
+                else:
+                    put = None
+            if put is not None:
+                put(reader)
+            else:
+                self._drop(cast(DropReason, where), source, reader.data, reader.module)
+        full = []
+        for lane, before in zip(touched, queued, strict=True):
+            added = len(lane.items) - before
+            lane.sources.extend(repeat(source, added))
+            lane.pending += added
+            self._counters.dispatched += added
+            for _ in range(min(added, len(lane.waiters))):
+                lane.wake_one()
+            if len(lane.items) >= lane.limit:
+                full.append(lane)
+        return full
+
+    def _decide(self, reader: PacketReader) -> Lane | DropReason:
+        """Where ``reader``'s head goes (its lane, or why it is dropped), kept for the next."""
+        result = self._core.check(reader)
+        where = self._lane(reader.module) if result is reader else cast(DropReason, result)
+        if len(self._decided) >= _DECIDED_MAX:
+            self._decided.clear()
+        self._decided[reader._head] = where
+        return where
 
     def _drop(self, reason: DropReason, source: Address, data: bytes, module: str | None) -> None:
         """Count a drop of the packet ``data`` from ``source`` and log it, rate-limited.
@@ -498,6 +568,8 @@ class Runtime:
         for prior in after:
             await prior.join()
         items = lane.items
+        take, take_source = items.popleft, lane.sources.popleft
+        blocked, joiners, resume_at = lane.blocked, lane.joiners, lane.resume_at
         counters = self._counters
         drops = counters.drops
         loop = asyncio.get_running_loop()
@@ -512,8 +584,9 @@ class Runtime:
                 lane.waiters.append(waiter)
                 await waiter
                 continue
-            reader, source = items.popleft()
-            if lane.blocked and len(items) <= lane.resume_at:
+            reader = take()
+            source = take_source()
+            if blocked and len(items) <= resume_at:
                 lane.release()
             direct = lane.direct
             try:
@@ -541,7 +614,7 @@ class Runtime:
                 self._log_failure("handler_error", reader, source, exc)
             finally:
                 lane.pending -= 1
-                if lane.joiners and not lane.pending:
+                if joiners and not lane.pending:
                     lane.settle(0)
             streak += 1
             if streak >= _YIELD_EVERY:

@@ -28,7 +28,7 @@ from functools import partial
 from typing import Final, SupportsBytes, cast
 
 from .address import check_address, format_address, numeric_address, resolve_address
-from .dispatch import ANY_MODULE, Address, DropReason, reason_for
+from .dispatch import Address, DropReason, reason_for
 from .errors import DecodeError, EndpointNotRunning, PeerUnreachable
 from .framing import StreamDecoder
 from .reader import PacketReader
@@ -512,21 +512,8 @@ class StreamEndpoint(Runtime):
     def _dispatch(self, connection: _Connection, packets: list[PacketReader]) -> None:
         """Queue each packet for its module, or count why not; pause the connection if full."""
         self._counters.received += len(packets)
-        check = self._check
-        lanes = self._lanes
-        admit = self._admit
-        source = connection.peer
-        for reader in packets:
-            result = check(reader)
-            if result is reader:
-                lane = lanes.get(reader.module)
-                if lane is None:
-                    lane = lanes[ANY_MODULE]
-                admit(lane, reader, source)
-                if len(lane.items) >= lane.limit:
-                    connection.block(lane)
-            else:
-                self._drop(cast(DropReason, result), source, reader.data, reader.module)
+        for lane in self._admit_all(packets, connection.peer):
+            connection.block(lane)
 
     async def _reap(self) -> None:
         """Close connections stalled on half a packet (``read_timeout``) or idle too long."""
