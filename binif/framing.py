@@ -18,7 +18,7 @@ closed, and the decoder refuses further input.
 from __future__ import annotations
 
 from .errors import DecodeError, StreamBroken
-from .reader import PacketReader, _first_field, _Head, _new_reader
+from .reader import PacketReader, _first_field, _Head, _make
 from .wire import STREAM, WireFormat
 
 __all__ = ["StreamDecoder"]
@@ -81,13 +81,25 @@ class StreamDecoder:
         raises it on the next call. Once the error has been raised, feeding
         again raises :class:`~binif.errors.StreamBroken`.
         """
+        heads, packets = self.split(data)
+        return [
+            _make(head, packet, head.fields_offset, 0)
+            for head, packet in zip(heads, packets, strict=True)
+        ]
+
+    def split(self, data: bytes | bytearray | memoryview) -> tuple[list[_Head], list[bytes]]:
+        """:meth:`feed`, with each complete packet as its decoded head and its bytes.
+
+        An endpoint queues the bytes (which the garbage collector does not
+        track) and makes the reader when a worker takes the packet.
+        """
         if self._error is not None:
             self._raise_stored()
         buffer = self._buffer
         if buffer:
             if len(buffer) + len(data) < self._need:
                 buffer += data
-                return []
+                return [], []
             # One copy into bytes, sliced below without views (as a hand-written loop does).
             chunk = b"".join((buffer, data))
             buffer.clear()
@@ -95,8 +107,9 @@ class StreamDecoder:
             chunk = data
         else:
             chunk = bytes(data)
-        packets: list[PacketReader] = []
-        append = packets.append
+        heads: list[_Head] = []
+        packets: list[bytes] = []
+        add_head, add_packet = heads.append, packets.append
         end = len(chunk)
         pos = 0
         wire = self.wire
@@ -120,17 +133,12 @@ class StreamDecoder:
                     break
                 # Exactly one packet fed as bytes is kept as it is, with no copy.
                 packet = chunk if stop - pos == end else chunk[pos:stop]
-                if head is not None and packet.startswith(key, version_at):
-                    reader = _new_reader(PacketReader)
-                    reader._head = head
-                    reader._data = packet
-                    reader._pos = head.fields_offset
-                    reader._index = 0
-                else:  # the header is checked: what is left is the head
-                    reader = _first_field(packet, wire)
-                    head = reader._head
-                    key = packet[version_at : reader._pos]
-                append(reader)
+                if head is None or not packet.startswith(key, version_at):
+                    # The header is checked: what is left is the head.
+                    head = _first_field(packet, wire)._head
+                    key = packet[version_at : head.fields_offset]
+                add_head(head)
+                add_packet(packet)
                 pos = stop
         except DecodeError as exc:
             error = exc
@@ -142,12 +150,12 @@ class StreamDecoder:
             if not packets:
                 self._raised = True
                 raise error
-            return packets
+            return heads, packets
         left = end - pos
         if left:
             buffer += memoryview(chunk)[pos:]
         self._need = wire.packet_length(buffer) if left >= header_size else header_size
-        return packets
+        return heads, packets
 
     def _raise_stored(self) -> None:
         error = self._error

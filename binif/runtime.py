@@ -43,7 +43,7 @@ from .errors import (
     EndpointNotRunning,
     InvalidOption,
 )
-from .reader import PacketReader
+from .reader import PacketReader, _Head, _make
 from .stats import Counters
 from .wire import WireFormat
 
@@ -77,6 +77,7 @@ class Lane:
         "_route",
         "direct",
         "items",
+        "heads",
         "sources",
         "limit",
         "resume_at",
@@ -90,9 +91,12 @@ class Lane:
 
     def __init__(self, route: Route, limit: int) -> None:
         self.route = route
-        self.items: deque[PacketReader] = deque()
+        self.items: deque[PacketReader | bytes] = deque()
+        """Queued packets: readers (UDP), or a stream's bytes, read when a worker takes them."""
+        self.heads: deque[_Head | None] = deque()
+        """The decoded head of each of ``items`` that is bytes; None for a reader."""
         self.sources: deque[Address] = deque()
-        """Where each of ``items`` came from (two deques: no tuple to build per packet)."""
+        """Where each of ``items`` came from (parallel deques: no tuple per packet)."""
         self.limit = limit
         self.resume_at = limit // 2
         self.blocked: list[Callable[[], None]] = []
@@ -121,6 +125,7 @@ class Lane:
         """Forget the queued packets; return how many there were."""
         left = len(self.items)
         self.items.clear()
+        self.heads.clear()
         self.sources.clear()
         return left
 
@@ -194,7 +199,7 @@ class Runtime:
         self._limiter = LogLimiter(logger, log_interval)
         self._drop_gates = {reason: self._limiter.gate(reason) for reason in DropReason}
         self._lanes: dict[str, Lane] = {}
-        self._decided: dict[object, Lane | DropReason] = {}
+        self._decided: dict[_Head, Lane | DropReason] = {}
         """Where packets of one head (module, command, version) go, found once per head."""
         self._retiring: set[Lane] = set()
         self._state: State = "new"
@@ -460,6 +465,7 @@ class Runtime:
     def _admit(self, lane: Lane, reader: PacketReader, source: Address) -> None:
         """Queue ``reader`` on ``lane`` and wake a worker (the caller checked the limit)."""
         lane.items.append(reader)
+        lane.heads.append(None)
         lane.sources.append(source)
         lane.pending += 1
         self._counters.dispatched += 1
@@ -471,36 +477,39 @@ class Runtime:
             else:
                 waiter.set_result(None)
 
-    def _admit_all(self, packets: list[PacketReader], source: Address) -> list[Lane]:
-        """Queue each of ``packets`` for its module, or count why not; wake the workers.
+    def _admit_all(self, heads: list[_Head], packets: list[bytes], source: Address) -> list[Lane]:
+        """Queue each packet (its decoded head and its bytes) for its module, or count why not.
 
-        The stream's path: the dispatcher decides once per packet head (module,
-        command, version) until the handlers change, and each lane is woken
+        The stream's path: the dispatcher decides once per head (module,
+        command, version) until the handlers change; the bytes wait in the
+        queue and the worker makes the reader. Each lane is counted and woken
         once per call. Returns the lanes now at their limit.
         """
         decided = self._decided
         touched: list[Lane] = []
         queued: list[int] = []
-        head: object = None
+        last: _Head | None = None
         where: Lane | DropReason | None = None
-        put: Callable[[PacketReader], None] | None = None
-        for reader in packets:
-            if reader._head is not head:
-                head = reader._head
+        put: Callable[[bytes], None] | None = None
+        put_head: Callable[[_Head], None] | None = None
+        for head, packet in zip(heads, packets, strict=True):
+            if head is not last:
+                last = head
                 where = decided.get(head)
                 if where is None:
-                    where = self._decide(reader)
+                    where = self._decide(head, packet)
                 if type(where) is Lane:
                     if where not in touched:
                         touched.append(where)
                         queued.append(len(where.items))
-                    put = where.items.append
+                    put, put_head = where.items.append, where.heads.append
                 else:
-                    put = None
-            if put is not None:
-                put(reader)
+                    put = put_head = None
+            if put is not None and put_head is not None:
+                put(packet)
+                put_head(head)
             else:
-                self._drop(cast(DropReason, where), source, reader.data, reader.module)
+                self._drop(cast(DropReason, where), source, packet, head.module)
         full = []
         for lane, before in zip(touched, queued, strict=True):
             added = len(lane.items) - before
@@ -513,13 +522,14 @@ class Runtime:
                 full.append(lane)
         return full
 
-    def _decide(self, reader: PacketReader) -> Lane | DropReason:
-        """Where ``reader``'s head goes (its lane, or why it is dropped), kept for the next."""
+    def _decide(self, head: _Head, packet: bytes) -> Lane | DropReason:
+        """Where packets of ``head`` go (their lane, or why they are dropped), kept for the next."""
+        reader = _make(head, packet, head.fields_offset, 0)
         result = self._core.check(reader)
-        where = self._lane(reader.module) if result is reader else cast(DropReason, result)
+        where = self._lane(head.module) if result is reader else cast(DropReason, result)
         if len(self._decided) >= _DECIDED_MAX:
             self._decided.clear()
-        self._decided[reader._head] = where
+        self._decided[head] = where
         return where
 
     def _drop(self, reason: DropReason, source: Address, data: bytes, module: str | None) -> None:
@@ -568,7 +578,7 @@ class Runtime:
         for prior in after:
             await prior.join()
         items = lane.items
-        take, take_source = items.popleft, lane.sources.popleft
+        take, take_head, take_source = items.popleft, lane.heads.popleft, lane.sources.popleft
         blocked, joiners, resume_at = lane.blocked, lane.joiners, lane.resume_at
         counters = self._counters
         drops = counters.drops
@@ -584,8 +594,13 @@ class Runtime:
                 lane.waiters.append(waiter)
                 await waiter
                 continue
-            reader = take()
+            item = take()
+            head = take_head()
             source = take_source()
+            if head is None:
+                reader = cast(PacketReader, item)
+            else:  # a stream's bytes: the reader is made now, so none is kept while queued
+                reader = _make(head, cast(bytes, item), head.fields_offset, 0)
             if blocked and len(items) <= resume_at:
                 lane.release()
             direct = lane.direct

@@ -31,7 +31,7 @@ from .address import check_address, format_address, numeric_address, resolve_add
 from .dispatch import Address, DropReason, reason_for
 from .errors import DecodeError, EndpointNotRunning, PeerUnreachable
 from .framing import StreamDecoder
-from .reader import PacketReader
+from .reader import _Head
 from .runtime import DEFAULT_QUEUE_SIZE, Lane, Runtime
 from .stats import StreamCounters, StreamStats
 from .wire import STREAM, WireFormat
@@ -98,7 +98,7 @@ class _Connection(asyncio.Protocol):
         self.link = link
         """The outbound link this connection serves, or None for an accepted one."""
         self.decoder = StreamDecoder(wire=endpoint.wire)
-        self.feed = self.decoder.feed
+        self.split = self.decoder.split
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ()
         self.reason: CloseReason | None = None
@@ -135,12 +135,12 @@ class _Connection(asyncio.Protocol):
         endpoint._counters.bytes_received += len(data)
         now = self.last_read = time.monotonic()
         try:
-            packets = self.feed(data)
+            heads, packets = self.split(data)
         except DecodeError as exc:
             self.close(_framing_reason(exc), exc)
             return
         if packets:
-            endpoint._dispatch(self, packets)
+            endpoint._dispatch(self, heads, packets)
         decoder = self.decoder
         error = decoder.error
         if error is not None:  # the packets before the bad one were returned, and dispatched
@@ -509,10 +509,10 @@ class StreamEndpoint(Runtime):
             detail,
         )
 
-    def _dispatch(self, connection: _Connection, packets: list[PacketReader]) -> None:
+    def _dispatch(self, connection: _Connection, heads: list[_Head], packets: list[bytes]) -> None:
         """Queue each packet for its module, or count why not; pause the connection if full."""
         self._counters.received += len(packets)
-        for lane in self._admit_all(packets, connection.peer):
+        for lane in self._admit_all(heads, packets, connection.peer):
             connection.block(lane)
 
     async def _reap(self) -> None:
