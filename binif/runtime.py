@@ -91,7 +91,7 @@ class Lane:
 
     def __init__(self, route: Route, limit: int) -> None:
         self.route = route
-        self.items: deque[PacketReader | bytes] = deque()
+        self.items: deque[Any] = deque()
         """Queued packets: readers (UDP), or a stream's bytes, read when a worker takes them."""
         self.heads: deque[_Head | None] = deque()
         """The decoded head of each of ``items`` that is bytes; None for a reader."""
@@ -578,6 +578,7 @@ class Runtime:
         for prior in after:
             await prior.join()
         items = lane.items
+        new_reader = object.__new__
         take, take_head, take_source = items.popleft, lane.heads.popleft, lane.sources.popleft
         blocked, joiners, resume_at = lane.blocked, lane.joiners, lane.resume_at
         counters = self._counters
@@ -598,9 +599,13 @@ class Runtime:
             head = take_head()
             source = take_source()
             if head is None:
-                reader = cast(PacketReader, item)
+                reader = item
             else:  # a stream's bytes: the reader is made now, so none is kept while queued
-                reader = _make(head, cast(bytes, item), head.fields_offset, 0)
+                reader = new_reader(PacketReader)
+                reader._head = head
+                reader._data = item
+                reader._pos = head.fields_offset
+                reader._index = 0
             if blocked and len(items) <= resume_at:
                 lane.release()
             direct = lane.direct
