@@ -81,17 +81,22 @@ class StreamDecoder:
         raises it on the next call. Once the error has been raised, feeding
         again raises :class:`~binif.errors.StreamBroken`.
         """
-        heads, packets = self.split(data)
+        runs, packets = self.split(data)
         return [
             _make(head, packet, head.fields_offset, 0)
-            for head, packet in zip(heads, packets, strict=True)
+            for head, start, stop in runs
+            for packet in packets[start:stop]
         ]
 
-    def split(self, data: bytes | bytearray | memoryview) -> tuple[list[_Head], list[bytes]]:
-        """:meth:`feed`, with each complete packet as its decoded head and its bytes.
+    def split(
+        self, data: bytes | bytearray | memoryview
+    ) -> tuple[list[tuple[_Head, int, int]], list[bytes]]:
+        """:meth:`feed`, with the complete packets as bytes and runs of one decoded head.
 
-        An endpoint queues the bytes (which the garbage collector does not
-        track) and makes the reader when a worker takes the packet.
+        Each run ``(head, start, stop)`` says that ``packets[start:stop]`` share
+        ``head`` (module, command, version). An endpoint queues the bytes (which
+        the garbage collector does not track) a run at a time, and makes each
+        reader when a worker takes the packet.
         """
         if self._error is not None:
             self._raise_stored()
@@ -107,9 +112,9 @@ class StreamDecoder:
             chunk = data
         else:
             chunk = bytes(data)
-        heads: list[_Head] = []
+        starts: list[tuple[_Head, int]] = []
         packets: list[bytes] = []
-        add_head, add_packet = heads.append, packets.append
+        add_packet = packets.append
         end = len(chunk)
         pos = 0
         wire = self.wire
@@ -121,6 +126,8 @@ class StreamDecoder:
         # The head bytes (version, name length, name, command) of the last packet and
         # their decoded form: the packets of one connection mostly share them.
         key, head = self._key, self._head
+        if head is not None:  # the first packets may share the last call's head
+            starts.append((head, 0))
         error: DecodeError | None = None
         try:
             while end - pos >= header_size:
@@ -137,7 +144,7 @@ class StreamDecoder:
                     # The header is checked: what is left is the head.
                     head = _first_field(packet, wire)._head
                     key = packet[version_at : head.fields_offset]
-                add_head(head)
+                    starts.append((head, len(packets)))
                 add_packet(packet)
                 pos = stop
         except DecodeError as exc:
@@ -150,12 +157,12 @@ class StreamDecoder:
             if not packets:
                 self._raised = True
                 raise error
-            return heads, packets
+            return _runs(starts, len(packets)), packets
         left = end - pos
         if left:
             buffer += memoryview(chunk)[pos:]
         self._need = wire.packet_length(buffer) if left >= header_size else header_size
-        return heads, packets
+        return _runs(starts, len(packets)), packets
 
     def _raise_stored(self) -> None:
         error = self._error
@@ -174,3 +181,13 @@ class StreamDecoder:
             f"StreamDecoder({self.wire.name}, {state}, offset={self._consumed},"
             f" buffered={len(self._buffer)})"
         )
+
+
+def _runs(starts: list[tuple[_Head, int]], count: int) -> list[tuple[_Head, int, int]]:
+    """``(head, start, stop)`` for each non-empty run, from the heads and where each began."""
+    runs = []
+    for number, (head, start) in enumerate(starts):
+        stop = starts[number + 1][1] if number + 1 < len(starts) else count
+        if stop > start:
+            runs.append((head, start, stop))
+    return runs

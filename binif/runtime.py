@@ -477,46 +477,38 @@ class Runtime:
             else:
                 waiter.set_result(None)
 
-    def _admit_all(self, heads: list[_Head], packets: list[bytes], source: Address) -> list[Lane]:
-        """Queue each packet (its decoded head and its bytes) for its module, or count why not.
+    def _admit_all(
+        self, runs: list[tuple[_Head, int, int]], packets: list[bytes], source: Address
+    ) -> list[Lane]:
+        """Queue a stream's packets for their modules, or count why not; wake the workers.
 
-        The stream's path: the dispatcher decides once per head (module,
-        command, version) until the handlers change; the bytes wait in the
-        queue and the worker makes the reader. Each lane is counted and woken
-        once per call. Returns the lanes now at their limit.
+        ``runs`` say which packets share a decoded head (module, command,
+        version): the dispatcher decides once per head until the handlers
+        change, and a run is queued at once. The bytes wait in the queue and the
+        worker makes the reader. Returns the lanes now at their limit.
         """
         decided = self._decided
+        counters = self._counters
         touched: list[Lane] = []
-        queued: list[int] = []
-        last: _Head | None = None
-        where: Lane | DropReason | None = None
-        put: Callable[[bytes], None] | None = None
-        put_head: Callable[[_Head], None] | None = None
-        for head, packet in zip(heads, packets, strict=True):
-            if head is not last:
-                last = head
-                where = decided.get(head)
-                if where is None:
-                    where = self._decide(head, packet)
-                if type(where) is Lane:
-                    if where not in touched:
-                        touched.append(where)
-                        queued.append(len(where.items))
-                    put, put_head = where.items.append, where.heads.append
-                else:
-                    put = put_head = None
-            if put is not None and put_head is not None:
-                put(packet)
-                put_head(head)
+        for head, start, stop in runs:
+            where = decided.get(head)
+            if where is None:
+                where = self._decide(head, packets[start])
+            run = packets if stop - start == len(packets) else packets[start:stop]
+            if type(where) is Lane:
+                where.items.extend(run)
+                where.heads.extend(repeat(head, len(run)))
+                where.sources.extend(repeat(source, len(run)))
+                where.pending += len(run)
+                counters.dispatched += len(run)
+                if where not in touched:
+                    touched.append(where)
             else:
-                self._drop(cast(DropReason, where), source, packet, head.module)
+                for packet in run:
+                    self._drop(cast(DropReason, where), source, packet, head.module)
         full = []
-        for lane, before in zip(touched, queued, strict=True):
-            added = len(lane.items) - before
-            lane.sources.extend(repeat(source, added))
-            lane.pending += added
-            self._counters.dispatched += added
-            for _ in range(min(added, len(lane.waiters))):
+        for lane in touched:
+            for _ in range(min(len(lane.items), len(lane.waiters))):
                 lane.wake_one()
             if len(lane.items) >= lane.limit:
                 full.append(lane)

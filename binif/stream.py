@@ -135,12 +135,12 @@ class _Connection(asyncio.Protocol):
         endpoint._counters.bytes_received += len(data)
         now = self.last_read = time.monotonic()
         try:
-            heads, packets = self.split(data)
+            runs, packets = self.split(data)
         except DecodeError as exc:
             self.close(_framing_reason(exc), exc)
             return
         if packets:
-            endpoint._dispatch(self, heads, packets)
+            endpoint._dispatch(self, runs, packets)
         decoder = self.decoder
         error = decoder.error
         if error is not None:  # the packets before the bad one were returned, and dispatched
@@ -509,10 +509,12 @@ class StreamEndpoint(Runtime):
             detail,
         )
 
-    def _dispatch(self, connection: _Connection, heads: list[_Head], packets: list[bytes]) -> None:
+    def _dispatch(
+        self, connection: _Connection, runs: list[tuple[_Head, int, int]], packets: list[bytes]
+    ) -> None:
         """Queue each packet for its module, or count why not; pause the connection if full."""
         self._counters.received += len(packets)
-        for lane in self._admit_all(heads, packets, connection.peer):
+        for lane in self._admit_all(runs, packets, connection.peer):
             connection.block(lane)
 
     async def _reap(self) -> None:
