@@ -85,7 +85,7 @@ bench-send: $(INSTALLED)
 
 # make fuzz FUZZ_SECONDS=600: each target for that long; failures land in tests/fuzz_regressions/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= codec writer dispatch stream
+FUZZ_TARGETS ?= codec writer dispatch stream stream_dispatch
 fuzz: $(INSTALLED)
 	status=0; for target in $(FUZZ_TARGETS); do \
 		$(BIN)/python fuzz/run.py $$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || status=1; \

@@ -28,10 +28,12 @@ class StreamDecoder:
     """Turns the bytes of one connection into :class:`PacketReader`\\ s.
 
     ``feed(data)`` returns the packets the bytes fed so far complete, keeping
-    a partial packet until the rest arrives. A packet is copied once, out of
-    the bytes fed or out of the buffer that holds a partial packet; the buffer
-    only ever holds the unfinished packet, so feeding costs time in proportion
-    to the bytes fed, however they are split.
+    a partial packet until the rest arrives (``split(data)``: the same as
+    bytes, in runs sharing a decoded head). A packet is sliced once out of the
+    bytes fed; one that completes a partial packet is sliced out of the buffer
+    joined to the next bytes fed. The buffer only ever holds the unfinished
+    packet, so feeding costs time in proportion to the bytes fed, however they
+    are split.
     """
 
     __slots__ = ("_buffer", "_consumed", "_error", "_head", "_key", "_need", "_raised", "wire")

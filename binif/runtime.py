@@ -7,8 +7,9 @@ module (a bounded queue and a fixed set of worker tasks that await the
 handlers in arrival order), the counters, the rate-limited drop and failure
 logs, and the start/close life cycle. A transport shell subclasses it: it
 opens and closes its sockets (:meth:`Runtime._open`, :meth:`Runtime._shut`),
-classifies what it reads, and hands each packet to :meth:`Runtime._admit` or
-counts a drop with :meth:`Runtime._drop`. No task is created per packet.
+classifies what it reads, and hands each packet to :meth:`Runtime._admit` (a
+stream's packets, a read at a time, to :meth:`Runtime._admit_all`) or counts a
+drop with :meth:`Runtime._drop`. No task is created per packet.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import ipaddress
 import json
+import logging
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "run_one",
     "seeds",
     "stream",
+    "stream_dispatch",
     "writer",
 ]
 
@@ -549,13 +551,7 @@ def stream(data: bytes) -> None:
         return
     control, payload = data[0], data[1:]
     wire = (STREAM, STREAM_BIG_ENDIAN)[control >> 7]
-    largest = (control & 127) + 1
-    pieces = []
-    start = 0
-    while start < len(payload):
-        size = 1 + (start * 7 + control) % largest
-        pieces.append(payload[start : start + size])
-        start += size
+    pieces = _pieces(payload, control, (control & 127) + 1)
     whole = _decode_stream(wire, [payload])
     assert _decode_stream(wire, pieces) == whole, "the split changed what was decoded"
     packets, error, offset, buffered = whole
@@ -568,11 +564,121 @@ def stream(data: bytes) -> None:
             PacketReader.parse(packet, wire=wire)
 
 
+def _pieces(payload: bytes, control: int, largest: int) -> list[bytes]:
+    """``payload`` cut in pieces of 1 to ``largest`` bytes, their sizes cycling by ``control``."""
+    pieces = []
+    start = 0
+    while start < len(payload):
+        size = 1 + (start * 7 + control) % largest
+        pieces.append(payload[start : start + size])
+        start += size
+    return pieces
+
+
+STREAM_SOURCE = ("127.0.0.1", 5555)
+
+
+def _stream_endpoint(wire: WireFormat, catch_all: bool) -> tuple[Any, Any]:
+    """A StreamEndpoint (never started) and a Dispatcher with the same handlers."""
+    from binif import StreamEndpoint
+    from binif.dispatch import Dispatcher
+    from binif.opensips40 import DialogDeleted
+
+    async def handler(packet: Any, source: Any) -> None:
+        """Never called: nothing is started."""
+
+    endpoint = StreamEndpoint(None, wire=wire)
+    reference = Dispatcher(wire=wire)
+    for registry in (endpoint, reference):
+        registry.register("dialog-dlg-repl", handler, versions={4})
+        registry.register_message(DialogDeleted, handler)
+        registry.register("clusterer", handler)
+        if catch_all:
+            registry.register("*", handler)
+    return endpoint, reference
+
+
+def stream_dispatch(data: bytes) -> None:
+    """Queue ``data[1:]`` as a StreamEndpoint's connection does, in the pieces ``data[0]`` picks.
+
+    Bit 7 of ``data[0]`` picks big-endian, bit 6 a catch-all handler, bits 0-5
+    the largest piece (1 to 64 bytes). The endpoint decides once per run of
+    packets sharing a head and queues the run's bytes; the oracle is
+    :meth:`Dispatcher.check` on each packet's own reader: every packet is
+    queued in order on its module's lane (or the catch-all's) with its own
+    head, or counted as dropped for the reason check gives; nothing else.
+    """
+    if not data:
+        return
+    with _quiet("binif"):  # each input's endpoint would log its first drop of each kind
+        _stream_dispatch(data[0], data[1:])
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _stream_dispatch(control: int, payload: bytes) -> None:
+    from binif.dispatch import ANY_MODULE, DropReason
+
+    wire = (STREAM, STREAM_BIG_ENDIAN)[control >> 7]
+    endpoint, reference = _stream_endpoint(wire, catch_all=bool(control & 64))
+    decoder = StreamDecoder(wire)
+    queued: dict[str, list[bytes]] = {}
+    dropped: dict[DropReason, int] = {}
+    for piece in _pieces(payload, control, (control & 63) + 1):
+        try:
+            runs, packets = decoder.split(piece)
+        except DecodeError:
+            break
+        endpoint._admit_all(runs, packets, STREAM_SOURCE)
+        stops = [0, *(stop for _, _, stop in runs)]
+        assert [start for _, start, _ in runs] == stops[:-1], "runs are not back to back"
+        assert stops[-1] == len(packets), "runs do not cover the packets"
+        for head, start, stop in runs:
+            for packet in packets[start:stop]:
+                with _checked("parsing a packet the stream decoder returned"):
+                    reader = PacketReader.parse(packet, wire=wire)
+                assert (reader.module, reader.command, reader.version) == (
+                    head.module,
+                    head.command,
+                    head.version,
+                ), "a packet queued under another packet's head"
+                verdict = reference.check(reader)
+                if verdict is reader:
+                    module = reader.module if reader.module in reference.routes else ANY_MODULE
+                    queued.setdefault(module, []).append(packet)
+                else:
+                    assert isinstance(verdict, DropReason), verdict
+                    dropped[verdict] = dropped.get(verdict, 0) + 1
+        if decoder.error is not None:
+            break
+    counters = endpoint._counters
+    for module, lane in endpoint._lanes.items():
+        assert list(lane.items) == queued.get(module, []), f"lane {module!r} holds other packets"
+        assert [(h.module, h.command, h.version) for h in lane.heads] == [
+            (r.module, r.command, r.version)
+            for r in (PacketReader.parse(p, wire=wire) for p in lane.items)
+        ]
+        assert set(lane.sources) <= {STREAM_SOURCE} and len(lane.sources) == len(lane.items)
+        assert lane.pending == len(lane.items)
+    assert counters.dispatched == sum(len(packets) for packets in queued.values())
+    assert {reason: n for reason, n in counters.drops.items() if n} == dropped
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "codec": codec,
     "writer": writer,
     "dispatch": dispatch,
     "stream": stream,
+    "stream_dispatch": stream_dispatch,
 }
 """Every fuzz target by name."""
 
@@ -615,9 +721,10 @@ def seeds(name: str) -> list[bytes]:
             for module, command, fields in _manifest_packets()
             for big in (False, True)
         ]
-    if name == "stream":
+    if name in ("stream", "stream_dispatch"):
         packets = [path.read_bytes() for path in sorted(STREAM_VECTORS.glob("*.bin"))]
         # Each packet alone, then runs of consecutive ones, cut at various sizes.
         runs = [b"".join(packets[i : i + 4]) for i in range(0, len(packets), 4)]
-        return [bytes([control]) + data for data in packets + runs for control in (0, 9, 127)]
+        controls = (0, 9, 127) if name == "stream" else (0, 9, 63, 64 + 9)
+        return [bytes([control]) + data for data in packets + runs for control in controls]
     raise KeyError(name)

@@ -160,3 +160,21 @@ def test_stream_oracle_catches_a_lost_packet(monkeypatch: pytest.MonkeyPatch) ->
     packet = (ROOT / "tests/vectors/opensips-4.0/dialog-create-1.bin").read_bytes()
     with pytest.raises(AssertionError, match="the split changed"):
         targets.run_one(targets.stream, bytes([5]) + packet * 3)
+
+
+def test_stream_dispatch_oracle_catches_a_decision_that_ignores_the_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stream_dispatch target notices an endpoint that queues a version its handler refuses."""
+    from binif.reader import _Head
+    from binif.runtime import Lane, Runtime
+
+    def careless(self: Runtime, head: _Head, packet: bytes) -> Lane:
+        return self._lane(head.module)  # no check of command or version
+
+    monkeypatch.setattr(Runtime, "_decide", careless)
+    good = binif.PacketWriter("dialog-dlg-repl", 1, wire=binif.STREAM, version=4).push_int(1)
+    other = binif.PacketWriter("dialog-dlg-repl", 1, wire=binif.STREAM, version=5).push_int(1)
+    targets.run_one(targets.stream_dispatch, bytes([9]) + bytes(good) * 2)  # agrees
+    with pytest.raises(AssertionError, match="holds other packets"):
+        targets.run_one(targets.stream_dispatch, bytes([9]) + bytes(good) + bytes(other))
