@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cluster_helpers import run_cluster_watch
 
-from binif import STREAM, PacketReader
+from binif import STREAM, EndpointNotRunning, PacketReader
 from binif.cluster import Node, NodeNotUp, NodeState
 from binif.cluster import packets as p
 from binif.opensips40 import DialogCreated, DialogDeleted
@@ -329,6 +329,26 @@ async def test_sends_are_paced_per_peer(opensips: tuple[Node, FakeOpenSIPS]) -> 
     assert callids == [f"c{i}" for i in range(200)]
     assert elapsed >= 0.18  # 190 packets past the burst at 1000/s
     assert node.stats.paced > 0 and node.stats.sent == 200
+
+
+async def test_close_wakes_a_sender_waiting_for_room(opensips: tuple[Node, FakeOpenSIPS]) -> None:
+    node, peer = opensips
+    node.rate, node.burst, node.max_waiting = 1.0, 1, 2
+    await join(node, peer)
+    for i in range(3):  # at most two wait in the queue
+        await node.send(DialogCreated.with_defaults(callid=f"q{i}", h_id=i + 1), 1)
+    waits = node.stats.send_waits
+    waiting = asyncio.ensure_future(
+        node.send(DialogCreated.with_defaults(callid="last", h_id=9), 1)
+    )
+    await until(lambda: node.stats.send_waits == waits + 1)
+    await node.close()
+    with pytest.raises(EndpointNotRunning):
+        await waiting
+    # Every packet the three sends queued was sent or counted as not sent.
+    assert node.stats.sent + node.stats.send_failed == 3 and node.stats.queued == 0
+    with pytest.raises(EndpointNotRunning):
+        await node.send(DialogCreated.with_defaults(callid="after", h_id=10), 1)
 
 
 async def test_raw_handlers_errors_and_misuse(opensips: tuple[Node, FakeOpenSIPS]) -> None:

@@ -39,7 +39,7 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 from ..dispatch import Address, LogLimiter
-from ..errors import BinError, DecodeError, EndpointNotRunning, PeerUnreachable
+from ..errors import BinError, DecodeError, EndpointNotRunning
 from ..messages import Message
 from ..reader import PacketReader
 from ..stats import StreamStats
@@ -179,6 +179,8 @@ class _Outbox:
 
     async def push_data(self, data: bytes) -> None:
         while len(self.data) >= self.node.max_waiting:
+            if self.node._closing:
+                raise EndpointNotRunning(f"{self.node!r} closed while a send waited for room")
             self.node._send_waits += 1
             self.room.clear()
             await self.room.wait()
@@ -217,8 +219,9 @@ class _Outbox:
     ) -> bool:
         try:
             await send(data, self.address)
-        except (PeerUnreachable, EndpointNotRunning) as error:
-            # The peer is gone: what waits for it cannot go either (counted, logged).
+        except (BinError, OSError) as error:
+            # PeerUnreachable, EndpointNotRunning, or the connection failed under the
+            # write: what waits for the peer cannot go either (counted, logged).
             if control:
                 lost = 1
                 self.node._control_failed += 1
@@ -355,6 +358,7 @@ class Node:
             self._timer = None
         for outbox in self._outboxes.values():
             outbox.task.cancel()
+            outbox.room.set()  # senders waiting for room learn that the node closed
         for outbox in self._outboxes.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await outbox.task
@@ -752,6 +756,8 @@ class Node:
         return outbox
 
     def _writer(self, packet: Message | PacketWriter) -> PacketWriter:
+        if self._closing:
+            raise EndpointNotRunning(f"{self!r} is closed")
         if isinstance(packet, Message):
             writer = packet.to_writer(wire=STREAM)
         elif isinstance(packet, PacketWriter):
