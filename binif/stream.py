@@ -29,7 +29,7 @@ from typing import Final, SupportsBytes, cast
 
 from .address import check_address, format_address, numeric_address, resolve_address
 from .dispatch import Address, DropReason, reason_for
-from .errors import DecodeError, EndpointNotRunning, PeerUnreachable
+from .errors import DecodeError, EndpointNotRunning, InvalidOption, PeerUnreachable
 from .framing import StreamDecoder
 from .reader import _Head
 from .runtime import DEFAULT_QUEUE_SIZE, Lane, Runtime
@@ -355,7 +355,7 @@ class StreamEndpoint(Runtime):
         log_interval: float = 1.0,
     ) -> None:
         if wire.total_length is None:
-            raise ValueError(
+            raise InvalidOption(
                 f"the {wire.name} profile has no total length: it cannot frame a stream"
             )
         for name, value in (
@@ -365,11 +365,13 @@ class StreamEndpoint(Runtime):
             ("backoff_max", backoff_max),
         ):
             if not value > 0:
-                raise ValueError(f"{name} must be positive seconds, not {value!r}")
+                raise InvalidOption(f"{name} must be positive seconds, not {value!r}")
         if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be positive seconds or None, not {idle_timeout!r}")
+            raise InvalidOption(
+                f"idle_timeout must be positive seconds or None, not {idle_timeout!r}"
+            )
         if type(max_connections) is not int or max_connections < 1:
-            raise ValueError(f"max_connections must be an int >= 1, not {max_connections!r}")
+            raise InvalidOption(f"max_connections must be an int >= 1, not {max_connections!r}")
         super().__init__(
             wire=wire,
             allow=allow,

@@ -249,3 +249,21 @@ async def test_close_while_a_send_waits_for_a_connection_raises_endpoint_not_run
     with pytest.raises(EndpointNotRunning):
         await sending
     assert tx.stats.packets_sent == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"connect_timeout": 0},
+        {"read_timeout": -1},
+        {"backoff_base": 0},
+        {"backoff_max": 0},
+        {"idle_timeout": 0},
+        {"max_connections": 0},
+        {"max_connections": 1.5},
+        {"wire": binif.DATAGRAM},
+    ],
+)
+def test_options_it_cannot_take_raise_invalid_option(options: dict[str, Any]) -> None:
+    with pytest.raises(binif.InvalidOption, match=next(iter(options)).replace("wire", "profile")):
+        StreamEndpoint(**options)
