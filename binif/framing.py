@@ -140,8 +140,8 @@ class StreamDecoder:
                 stop = pos + size
                 if stop > end:
                     break
-                # Exactly one packet fed as bytes is kept as it is, with no copy.
-                packet = chunk if stop - pos == end else chunk[pos:stop]
+                # Slicing the whole of a bytes object returns it: one packet fed is not copied.
+                packet = chunk[pos:stop]
                 if head is None or not packet.startswith(key, version_at):
                     # The header is checked: what is left is the head.
                     head = _first_field(packet, wire)._head
