@@ -186,6 +186,30 @@ async def test_versions_drop_other_layout_versions_as_bad_version() -> None:
         binif.Endpoint().register("dialog", got, versions={4})
 
 
+async def test_a_change_of_handlers_applies_to_the_next_packet_on_an_open_connection() -> None:
+    """Where a packet head goes is decided once and kept: registering and unregistering
+    must make the same connection's next packets of that head go where they now belong."""
+    got = Collector()
+    async with StreamEndpoint() as rx, StreamEndpoint(None) as tx:
+        rx.register("dialog", got, versions={4})
+        to = rx.local_address
+        await tx.send(numbered(1, version=4), to)
+        await tx.send(numbered(2, version=5), to)
+        await wait_until(lambda: rx.stats.finished == 2)
+        rx.unregister("dialog")
+        await tx.send(numbered(3, version=4), to)
+        await wait_until(lambda: rx.stats.finished == 3)
+        rx.register("dialog", got)  # every version now
+        await tx.send(numbered(4, version=5), to)
+        await tx.send(numbered(5, version=4), to)
+        await wait_until(lambda: rx.stats.finished == 5)
+        stats = rx.stats
+        assert got.seen == {"dialog": [1, 4, 5]}
+        assert stats.drops[DropReason.BAD_VERSION] == 1
+        assert stats.drops[DropReason.UNKNOWN_MODULE] == 1
+        assert stats.balanced() and stats.connections_accepted == 1
+
+
 async def test_allow_closes_connections_from_other_networks() -> None:
     async with StreamEndpoint(allow=["10.0.0.0/8"]) as rx:
         rx.register("dialog", Collector())
