@@ -105,7 +105,7 @@ class Stats:
     queue_depths: Mapping[str, int]
     """Packets waiting in each module's queue (not counting those being handled)."""
     packets_sent: int
-    """Datagrams handed to the transport by send, send_many and replicate."""
+    """Packets handed to the transport by send, send_many and replicate (and a stream reply)."""
     bytes_sent: int
     """Their total size."""
     send_errors: int
@@ -247,7 +247,8 @@ class StreamStats(Stats):
     connect_failures: int
     """Outbound connection attempts that failed (each retried after a backoff)."""
     peer_unreachable: int
-    """Packets whose send raised PeerUnreachable (no connection within connect_timeout)."""
+    """Packets not sent with PeerUnreachable: send found no connection within connect_timeout,
+    or reply found the connection it was to answer on closed."""
     read_pauses: int
     """Times a connection stopped reading because a module's queue was full (backpressure)."""
 

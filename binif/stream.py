@@ -5,7 +5,9 @@ every one of them, through the :class:`~binif.runtime.Runtime` both endpoints
 share, to the same handlers as the UDP :class:`~binif.endpoint.Endpoint`. It
 sends as each OpenSIPS node does: on its own outbound connection to each
 peer's listener, made on first use and made again, with capped and jittered
-exponential backoff, after a loss.
+exponential backoff, after a loss. A reply to a received packet can also go
+back on the connection that packet came in on (:meth:`StreamEndpoint.reply`),
+as OpenSIPS's clusterer answers a node it does not know yet.
 
 Each connection frames its bytes with a sans-I/O
 :class:`~binif.framing.StreamDecoder`. Nothing that arrived is dropped for
@@ -324,7 +326,8 @@ class StreamEndpoint(Runtime):
     0: any free port; ``None``: no listener, send only). Handlers are
     registered as on :class:`~binif.endpoint.Endpoint`; their ``source`` is the
     connection's peer address. ``await ep.send(packet, (host, port))`` writes on
-    the endpoint's own connection to that listener.
+    the endpoint's own connection to that listener; ``await ep.reply(packet,
+    source)`` writes back on the connection a handler's packet came in on.
 
     ``connect_timeout`` bounds how long a send waits for a connection before
     :class:`~binif.errors.PeerUnreachable`; reconnects wait ``backoff_base``
@@ -399,6 +402,8 @@ class StreamEndpoint(Runtime):
         self._accepted: set[_Connection] = set()
         self._links: dict[Address, _Link] = {}
         self._outbound: set[_Connection] = set()
+        self._sources: dict[Address, _Connection] = {}
+        """Open connections by their peer address (a handler's ``source``), for reply."""
         self._reaper: asyncio.Task[None] | None = None
 
     # --- the sockets -------------------------------------------------------------------
@@ -420,8 +425,8 @@ class StreamEndpoint(Runtime):
     async def _shut(self) -> None:
         """Stop listening; let peers finish what they are writing; close every connection.
 
-        Each accepted connection gets our end of stream (we never write on it)
-        and is read until the peer closes its side, at most ``drain_timeout``:
+        Each accepted connection gets our end of stream (nothing more is
+        written on it) and is read until the peer closes its side, at most ``drain_timeout``:
         a peer that stops sending when it sees the end loses nothing it sent.
         """
         if self._server is not None:
@@ -468,6 +473,8 @@ class StreamEndpoint(Runtime):
     # --- connections ---------------------------------------------------------------------
 
     def _connected(self, connection: _Connection) -> None:
+        if connection.peer:
+            self._sources[connection.peer] = connection
         if connection.link is not None:
             self._outbound.add(connection)
             return
@@ -488,6 +495,8 @@ class StreamEndpoint(Runtime):
     def _disconnected(self, connection: _Connection) -> None:
         connection.blocked_on.clear()  # the lanes' callbacks to it now do nothing
         reason = connection.reason or CloseReason.PEER_CLOSED
+        if self._sources.get(connection.peer) is connection:
+            del self._sources[connection.peer]
         if connection.link is not None:
             connection.link.forget(connection)
             self._outbound.discard(connection)
@@ -579,6 +588,43 @@ class StreamEndpoint(Runtime):
             connection = await link.connect()
             transport = connection.transport
             assert transport is not None
+        return await self._write(connection, transport, data)
+
+    async def reply(self, packet: Packet, source: Address) -> int:
+        """Write one packet back on the connection ``source`` sent on; return its size.
+
+        ``source`` is the one a handler was given: the peer's end of an accepted
+        connection (or of an outbound one). Nothing is reconnected, since that
+        address is not a listener: when the connection has closed, raises
+        :class:`~binif.errors.PeerUnreachable` (counted in ``peer_unreachable``).
+        Waits, as :meth:`send` does, while the transport's buffer is full.
+        """
+        if type(source) is not tuple:
+            raise TypeError(f"reply source must be a tuple, not {type(source).__name__}")
+        data = packet if type(packet) is bytes else bytes(packet)
+        if self._state != "running":
+            raise EndpointNotRunning(f"reply() on an endpoint that is {self._state}")
+        connection = self._sources.get(source)
+        transport = None if connection is None else connection.transport
+        if (
+            connection is None
+            or transport is None
+            or connection.reason is not None
+            or transport.is_closing()
+        ):
+            self._counters.unreachable += 1
+            reason = connection.reason if connection is not None else None
+            raise PeerUnreachable(
+                f"no open connection from {format_address(source)} to reply on"
+                f" ({reason or 'closed'})",
+                address=source,
+            )
+        return await self._write(connection, transport, data)
+
+    async def _write(
+        self, connection: _Connection, transport: asyncio.Transport, data: bytes
+    ) -> int:
+        """Hand ``data`` to ``connection``'s transport, count it, wait while its buffer is full."""
         transport.write(data)
         counters = self._counters
         counters.packets_sent += 1

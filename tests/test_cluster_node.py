@@ -72,6 +72,8 @@ class FakeOpenSIPS:
         self.answers_pings = False
         """Once the node is known: answer its PINGs with PONGs, as OpenSIPS does."""
         self.received: asyncio.Queue[PacketReader] = asyncio.Queue()
+        self.answers: asyncio.Queue[PacketReader] = asyncio.Queue()
+        """What the node wrote back on our own connection (UNKNOWN_ID to an unknown id)."""
         self.inbound: asyncio.StreamWriter | None = None
         self.outbound: asyncio.StreamWriter | None = None
         self.server: asyncio.Server | None = None
@@ -91,22 +93,27 @@ class FakeOpenSIPS:
         assert self.server is not None
         self.server.close()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.inbound = writer
+    @staticmethod
+    async def _packets(reader: asyncio.StreamReader) -> AsyncIterator[PacketReader]:
+        """The packets read from ``reader`` until the connection ends."""
         try:
             while True:
                 head = await reader.readexactly(8)
                 size = struct.unpack_from("<I", head, 4)[0]
                 rest = await reader.readexactly(size - 8)
-                packet = PacketReader.parse(head + rest, wire=STREAM)
-                self.received.put_nowait(packet)
-                if self.answers_pings and (packet.module, packet.command) == (
-                    p.CLUSTERER_INTERNAL,
-                    p.PacketType.PING,
-                ):
-                    await self.send(vector("join-clusterer-pong-2.bin"))  # PONG from node 1
+                yield PacketReader.parse(head + rest, wire=STREAM)
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            return
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.inbound = writer
+        async for packet in self._packets(reader):
+            self.received.put_nowait(packet)
+            if self.answers_pings and (packet.module, packet.command) == (
+                p.CLUSTERER_INTERNAL,
+                p.PacketType.PING,
+            ):
+                await self.send(vector("join-clusterer-pong-2.bin"))  # PONG from node 1
 
     async def next(self, *types: p.PacketType, timeout: float = 5.0) -> p.ClustererPacket:
         """The next clusterer packet of one of ``types`` (others skipped: pings, pongs)."""
@@ -123,10 +130,12 @@ class FakeOpenSIPS:
                 if reader.module == module:
                     return reader
 
-    @staticmethod
-    async def _close_at_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The node never writes on our connection: its end of stream means it closes."""
-        await reader.read()
+    async def _close_at_eof(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Keep what the node answers on our connection; its end of stream means it closes."""
+        async for packet in self._packets(reader):
+            self.answers.put_nowait(packet)
         writer.close()
 
     def reply(self, data: bytes) -> None:
@@ -378,11 +387,12 @@ async def test_raw_handlers_errors_and_misuse(opensips: tuple[Node, FakeOpenSIPS
         await node.send(DialogCreated.with_defaults(callid="x"), 9)
     with pytest.raises(TypeError):
         await node.send(b"bytes", 1)  # type: ignore[arg-type]
-    # A PING from a node nobody knows: UNKNOWN_ID cannot go back on its connection.
-    failed = node.stats.control_failed
+    # A PING from a node nobody knows: UNKNOWN_ID goes back on the connection it came on.
     await peer.send(with_source(vector("join-clusterer-ping-1.bin"), 7))
-    await until(lambda: node.stats.control_failed == failed + 1)
-    assert node.stats.refusals["unknown_source"] == 1
+    async with asyncio.timeout(5):
+        answer = p.parse(await peer.answers.get())
+    assert answer == p.UnknownId(1, 3)
+    assert node.stats.refusals["unknown_source"] == 1 and node.stats.control_failed == 0
 
 
 # --- two binif nodes ----------------------------------------------------------------------
@@ -448,6 +458,32 @@ async def test_two_binif_nodes_replicate_10000_dialogs_then_resync_after_a_resta
             assert (result.donor, result.announced, result.received) == (1, 10_000, 10_000)
             assert result.delivered == 10_000
             assert received == {c: d.h_id for c, d in table.items()}
+
+
+async def test_a_third_node_joins_through_a_binif_seed_that_does_not_know_it() -> None:
+    """PING -> UNKNOWN_ID (on the PING's connection) -> NODE_DESCRIPTION -> up, as WIRE.md."""
+    ports = {1: free_port(), 2: free_port(), 3: free_port()}
+    a = binif_node(1, {1: ports[1], 2: ports[2]})  # knows node 2 only
+    b = binif_node(2, {1: ports[1], 2: ports[2]})
+    c = binif_node(3, {1: ports[1], 3: ports[3]})  # its only seed: node 1
+    received: list[str] = []
+
+    @c.on(DialogCreated)
+    async def on_created(dialog: DialogCreated, node_id: int) -> None:
+        received.append(dialog.callid)
+
+    async with a, b:
+        await a.wait_up(2, timeout=10)
+        async with c:
+            await c.wait_up(1, timeout=10)
+            await a.wait_up(3, timeout=10)
+            assert a.stats.refusals["unknown_source"] >= 1  # its first PING, answered
+            assert a.stats.control_failed == 0 and a.stats.endpoint.peer_unreachable == 0
+            await until(lambda: DLG in a.nodes[3].capabilities and DLG in a.nodes[2].capabilities)
+            dialog = DialogCreated.with_defaults(callid="via-seed@binif", h_id=7)
+            assert await a.broadcast(dialog) == 2
+            await until(lambda: received == ["via-seed@binif"])
+            assert c.stats.refusals == dict.fromkeys(c.stats.refusals, 0)
 
 
 async def test_cluster_watch_example_syncs_and_prints_the_table() -> None:

@@ -253,6 +253,41 @@ async def test_packets_sent_back_on_our_outbound_connection_are_dispatched() -> 
         assert tx.stats.links_open == 1 and tx.stats.connections_accepted == 0
 
 
+async def test_reply_goes_back_on_the_connection_the_packet_came_in_on(host: str) -> None:
+    """As OpenSIPS's clusterer answers a node it does not know yet (UNKNOWN_ID)."""
+    answers = Collector()
+    sources: set[Any] = set()
+    async with StreamEndpoint((host, 0)) as rx, StreamEndpoint(None) as tx:
+
+        async def answer(packet: PacketReader, source: Any) -> None:
+            sources.add(source)
+            await rx.reply(numbered(seq_of(packet) + 100, "usrloc"), source)
+
+        rx.register("dialog", answer)
+        tx.register("usrloc", answers)
+        for seq in range(3):
+            await tx.send(numbered(seq), rx.local_address)
+        await wait_until(lambda: answers.count() == 3)
+        assert answers.seen == {"usrloc": [100, 101, 102]}
+        assert answers.sources == {rx.local_address}  # on tx's own link to rx
+        stats = rx.stats
+        assert stats.packets_sent == 3 and stats.bytes_sent == 3 * len(numbered(100, "usrloc"))
+        assert stats.connects == stats.links_open == 0  # rx made no connection of its own
+        assert tx.stats.connections_accepted == 0
+        (source,) = sources
+        with pytest.raises(TypeError):
+            await rx.reply(numbered(9), list(source))
+        # The peer closes: a reply on its connection raises, counted, nothing written.
+        await tx.close()
+        await wait_until(lambda: rx.stats.connections_open == 0)
+        with pytest.raises(PeerUnreachable) as caught:
+            await rx.reply(numbered(9), source)
+        assert caught.value.address == source
+        assert rx.stats.peer_unreachable == 1 and rx.stats.packets_sent == 3
+    with pytest.raises(EndpointNotRunning):
+        await rx.reply(numbered(9), source)
+
+
 async def test_concurrent_sends_to_a_new_peer_share_one_connection() -> None:
     got = Collector()
     async with StreamEndpoint() as rx, StreamEndpoint(None) as tx:

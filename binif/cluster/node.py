@@ -23,7 +23,8 @@ node sends (``send``, ``broadcast``, sync replies) goes through a per-peer
 queue drained by a token bucket (``rate`` packets a second, bursts of
 ``burst``); the queue holds at most ``max_waiting`` packets and a sender finding
 it full waits for room (counted in ``stats.send_waits``). The clusterer's own
-heartbeats skip the queue so they are never late.
+heartbeats skip the queue so they are never late. A node it does not know yet
+is answered (UNKNOWN_ID to its PING) on the connection the PING came in on.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from ..dispatch import Address, LogLimiter
 from ..errors import BinError, DecodeError, EndpointNotRunning
@@ -143,7 +144,8 @@ class NodeStats:
     send_failed: int
     """Module and sync packets not sent: the peer was unreachable."""
     control_failed: int
-    """Clusterer packets (pings, pongs, updates) not sent: unreachable peer or overflow."""
+    """Clusterer packets (pings, pongs, updates, UNKNOWN_ID replies) not sent: unreachable
+    peer, a reply's connection closed, or overflow."""
     send_waits: int
     """``send`` calls that waited for room in a full peer queue."""
     paced: int
@@ -318,6 +320,8 @@ class Node:
         self._timer: asyncio.Handle | None = None
         self._timer_at: float | None = None
         self._outboxes: dict[int, _Outbox] = {}
+        self._replies: deque[tuple[bytes, Address]] = deque()
+        """Answers to go back on the connection their request came in on (see _received)."""
         self._raw: dict[str, RawHandler] = {}
         self._typed: dict[tuple[str, int], tuple[type[Message], TypedHandler]] = {}
         self._by_class: dict[type, TypedHandler] = {}
@@ -556,6 +560,8 @@ class Node:
                     await self._deliver_sync(event)
                 elif type(event) is SyncFinished:
                     await self._finish_sync(event)
+            while self._replies:
+                await self._reply(*self._replies.popleft())
         if packet is None:
             return
         self._module_packets += 1
@@ -626,10 +632,9 @@ class Node:
                 self._control_failed += 1  # the node is closing: nothing goes out any more
                 continue
             if transmit.node_id is None:
-                # No reply on an accepted connection in StreamEndpoint (UNKNOWN_ID to
-                # a node that is not known yet): counted and logged, see the README.
-                self._control_failed += 1
-                self._log("unknown-reply", logging.INFO, "cannot answer an unknown node")
+                # An answer to a node not known yet (UNKNOWN_ID): on the connection the
+                # request came in on, which only a received packet produces (_received).
+                self._replies.append((transmit.data, cast(Address, transmit.reply_on)))
                 continue
             try:
                 outbox = self._outbox(transmit.node_id)
@@ -700,6 +705,16 @@ class Node:
             )  # fmt: skip
         elif isinstance(event, (NodeAdded, NodeRemoved, TopologyChanged)):
             logger.debug("%s", event)
+
+    async def _reply(self, data: bytes, source: Address) -> None:
+        """Write a clusterer answer back on the connection from ``source`` (counted if lost)."""
+        try:
+            await self._endpoint.reply(data, source)
+        except (BinError, OSError) as error:
+            self._control_failed += 1
+            self._log(
+                ("reply", source), logging.WARNING, "cannot answer %s: %s", source, error
+            )  # fmt: skip
 
     async def _deliver_sync(self, event: SyncReceived) -> None:
         sync = event.sync
