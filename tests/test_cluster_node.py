@@ -413,6 +413,17 @@ def binif_node(node_id: int, ports: dict[int, int], **kw: object) -> Node:
     )
 
 
+def created_callids(node: Node) -> list[str]:
+    """The callids of the DialogCreated ``node`` will receive, in order (registers a handler)."""
+    received: list[str] = []
+
+    @node.on(DialogCreated)
+    async def on_created(dialog: DialogCreated, node_id: int) -> None:
+        received.append(dialog.callid)
+
+    return received
+
+
 async def test_two_binif_nodes_replicate_10000_dialogs_then_resync_after_a_restart() -> None:
     ports = {1: free_port(), 2: free_port()}
     table: dict[str, DialogCreated] = {}
@@ -466,12 +477,7 @@ async def test_a_third_node_joins_through_a_binif_seed_that_does_not_know_it() -
     a = binif_node(1, {1: ports[1], 2: ports[2]})  # knows node 2 only
     b = binif_node(2, {1: ports[1], 2: ports[2]})
     c = binif_node(3, {1: ports[1], 3: ports[3]})  # its only seed: node 1
-    received: list[str] = []
-
-    @c.on(DialogCreated)
-    async def on_created(dialog: DialogCreated, node_id: int) -> None:
-        received.append(dialog.callid)
-
+    received = created_callids(c)
     async with a, b:
         await a.wait_up(2, timeout=10)
         async with c:
@@ -513,12 +519,7 @@ async def test_two_nodes_over_ipv6_loopback() -> None:
     urls = {i: f"bin:[::1]:{port}" for i, port in ports.items()}
     a = Node(1, 1, urls[1], {2: urls[2]}, [DLG], **FAST)  # type: ignore[arg-type]
     b = Node(1, 2, urls[2], {1: urls[1]}, [DLG], **FAST)  # type: ignore[arg-type]
-    received: list[str] = []
-
-    @b.on(DialogCreated)
-    async def on_created(dialog: DialogCreated, node_id: int) -> None:
-        received.append(dialog.callid)
-
+    received = created_callids(b)
     async with a, b:
         await a.wait_up(2, timeout=10)
         await until(lambda: DLG in a.nodes[2].capabilities)
