@@ -20,7 +20,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check binif tests benchmarks examples fuzz
 
 typecheck: $(INSTALLED)
-	$(BIN)/mypy --strict binif
+	$(BIN)/mypy --strict binif fuzz benchmarks examples
 
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest -q

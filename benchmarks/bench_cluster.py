@@ -29,6 +29,8 @@ import statistics
 import struct
 import time
 
+from checks import require
+
 import binif
 from binif import STREAM, StreamEndpoint
 from binif.cluster import Node
@@ -113,7 +115,7 @@ async def through_node(payload: bytes, n: int) -> Timing:
     node.on(DialogCreated)(counter)
     async with node:
         elapsed = await blast(port, payload, counter)
-        assert node.stats.handled == n and not any(node.stats.refusals.values())
+        require(node.stats.handled == n and not any(node.stats.refusals.values()), node.stats)
     seed.close()
     return elapsed
 
@@ -124,7 +126,7 @@ async def through_endpoint(payload: bytes, n: int) -> Timing:
     endpoint.register_message(DialogCreated, counter)
     async with endpoint:
         elapsed = await blast(endpoint.local_address[1], payload, counter)
-        assert endpoint.stats.handled == n
+        require(endpoint.stats.handled == n, endpoint.stats)
     return elapsed
 
 

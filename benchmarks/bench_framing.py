@@ -21,6 +21,8 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
+from checks import require
+
 from binif import StreamDecoder
 
 PACKET = (
@@ -110,7 +112,7 @@ def main() -> int:
         contenders[f"{split}: hand-written"] = run_hand(chunks)
         contenders[f"{split}: StreamDecoder"] = run_binif(chunks)
     for name, run in contenders.items():  # every contender frames every packet
-        assert run() == args.packets, name
+        require(run() == args.packets, f"{name} did not frame {args.packets} packets")
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, run in contenders.items():

@@ -42,13 +42,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import binif
-from binif import STREAM, PacketReader, StreamEndpoint
+from checks import require
 
-try:
-    from binif import opensips40
-except ImportError:  # the typed OpenSIPS 4.0 dialog messages are not in this tree
-    opensips40 = None  # type: ignore[assignment]
+import binif
+from binif import STREAM, PacketReader, StreamEndpoint, opensips40
 
 VECTOR = Path(__file__).resolve().parent.parent / "tests/vectors/opensips-4.0/dialog-create-1.bin"
 PACKET = VECTOR.read_bytes()
@@ -177,7 +174,7 @@ async def receive_bare(sender: Sender, packets: list[bytes]) -> float:
     """Packets per second into the hand-written protocol."""
     count = len(packets)
     seen = 0
-    done = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
     def consume(version: int, name: bytes, kind: int, packet: bytes) -> None:
         nonlocal seen
@@ -190,7 +187,8 @@ async def receive_bare(sender: Sender, packets: list[bytes]) -> float:
         await sender.prepare(server.sockets[0].getsockname(), packets)
         began = sender.go()
         ended = await done
-        assert await sender.finished() == count
+        sent = await sender.finished()
+        require(sent == count, f"the sender wrote {sent} of {count} packets")
     finally:
         server.close()
     return count / (ended - began)
@@ -200,7 +198,7 @@ async def receive_binif(sender: Sender, packets: list[bytes], *, typed: bool) ->
     """Packets per second into a StreamEndpoint whose handler counts (or decodes, ``typed``)."""
     count = len(packets)
     seen = 0
-    done = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
     async def counting(packet: PacketReader, source: Any) -> None:
         nonlocal seen
@@ -221,9 +219,10 @@ async def receive_binif(sender: Sender, packets: list[bytes], *, typed: bool) ->
         await sender.prepare(endpoint.local_address, packets)
         began = sender.go()
         ended = await done
-        assert await sender.finished() == count
+        sent = await sender.finished()
+        require(sent == count, f"the sender wrote {sent} of {count} packets")
         stats = endpoint.stats
-        assert stats.dropped == 0 and stats.handler_errors == 0, stats
+        require(stats.dropped == 0 and stats.handler_errors == 0, stats)
     return count / (ended - began)
 
 
@@ -241,7 +240,7 @@ async def part_receive(
                 bare.append(await receive_bare(sender, packets))
             elif name == "binif":
                 ours.append(await receive_binif(sender, packets, typed=False))
-            elif opensips40 is not None:
+            else:
                 typed.append(await receive_binif(sender, packets, typed=True))
     return bare, ours, typed
 
@@ -285,17 +284,13 @@ async def part_send(count: int, rounds: int, port: int) -> tuple[list[float], li
 async def flood(sender: Sender, count: int) -> tuple[float, int, binif.StreamStats]:
     """Rate of ``count`` distinct dialogs into a typed table, the table's size, the stats."""
     packets = distinct_packets(count)
-    table: dict[bytes, Any] = {}
-    done = asyncio.get_running_loop().create_future()
+    table: dict[str, opensips40.DialogCreated] = {}
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
     async def keep(packet: PacketReader, source: Any) -> None:
-        if opensips40 is not None:
-            _trailer, rest = opensips40.Trailer.split(packet)
-            dialog = opensips40.DialogCreated.from_packet(rest)
-            table[dialog.callid] = dialog
-        else:
-            callid, _rest = packet.pop_str()
-            table[callid] = packet
+        _trailer, rest = opensips40.Trailer.split(packet)
+        dialog = opensips40.DialogCreated.from_packet(rest)
+        table[dialog.callid] = dialog
         if len(table) == count:
             done.set_result(time.perf_counter())
 
@@ -398,8 +393,6 @@ def verdict(ok: bool) -> str:
 async def main(args: argparse.Namespace) -> int:
     print(f"binif stream benchmark on {loop_name()}, Python {sys.version.split()[0]}")
     print(f"packet: {VECTOR.name}, {len(PACKET)} bytes (OpenSIPS 4.0.1 dialog CREATED + trailer)")
-    if opensips40 is None:
-        print("binif.opensips40 is not available: the typed contenders are skipped")
     print()
     missed = 0
     sender = Sender()
@@ -439,7 +432,7 @@ async def main(args: argparse.Namespace) -> int:
         print()
         missed += share < 0.6
 
-        what = "typed DialogCreated" if opensips40 is not None else "call-id (no opensips40)"
+        what = "typed DialogCreated"
         print(
             f"3. flood: {args.flood:,} distinct dialog CREATED packets as fast as TCP goes,"
             f" handler keeps a table by {what}"
