@@ -32,7 +32,7 @@ from .errors import (
     PacketTooLong,
     PacketTooShort,
 )
-from .reader import PacketReader
+from .reader import PacketReader, _first_field
 from .wire import DATAGRAM, WireFormat, not_a_wire_format
 
 __all__ = [
@@ -206,7 +206,7 @@ class AllowList:
 class Dispatcher:
     """Handler registry and classifier: ``classify(data, source)`` -> reader or drop reason."""
 
-    __slots__ = ("wire", "allow", "_routes")
+    __slots__ = ("wire", "allow", "_routes", "_dropped")
 
     def __init__(
         self,
@@ -219,6 +219,8 @@ class Dispatcher:
         self.wire = wire
         self.allow = AllowList(allow) if allow is not None else None
         self._routes: dict[str, Route] = {}
+        self._dropped: dict[bytes, DropReason] = {}
+        """Why packets of one raw head (version, name, command) of :attr:`wire` are dropped."""
 
     # --- registry ---------------------------------------------------------------
 
@@ -257,6 +259,7 @@ class Dispatcher:
             _check_concurrency(route, concurrency)
             route = replace(route, raw=target)
         self._routes[module] = route
+        self._dropped.clear()
         return route
 
     def register_message(
@@ -290,6 +293,7 @@ class Dispatcher:
             _check_concurrency(route, concurrency)
             route = replace(route, messages=MappingProxyType({**route.messages, command: target}))
         self._routes[module] = route
+        self._dropped.clear()
         return route
 
     def _check_versions(self, versions: Iterable[int] | None) -> frozenset[int] | None:
@@ -312,9 +316,11 @@ class Dispatcher:
     def unregister(self, module: str) -> Route:
         """Remove every handler of ``module``; return the route that was removed."""
         try:
-            return self._routes.pop(module)
+            route = self._routes.pop(module)
         except KeyError:
             raise NotRegistered(f"no handler is registered for module {module!r}") from None
+        self._dropped.clear()
+        return route
 
     # --- classification -----------------------------------------------------------
 
@@ -323,6 +329,10 @@ class Dispatcher:
 
         Checks run cheapest and most decisive first: source allowed, then the
         codec's size, marker and checksum, module name, then :meth:`check`.
+        A head (version, module, command) once dropped by :meth:`check` is
+        dropped again for the same reason, found by its raw bytes after the
+        checksum, until the handlers change: a flood for a module nobody
+        handles costs no reader.
         """
         allow = self.allow
         if allow is not None and not allow.allows(source[0]):
@@ -336,11 +346,30 @@ class Dispatcher:
             and wire.min_packet <= len(data) <= wire.max_packet
         ):
             return DropReason.BAD_MARKER
+        if type(data) is not bytes:
+            try:
+                reader = _parse(data, wire=wire)
+            except DecodeError as exc:
+                return reason_for(exc)
+            return self.check(reader)
         try:
-            reader = _parse(data, wire=wire)
+            wire.check_frame(data)
+            start = wire.header_size
+            (name_len,) = wire.length.unpack_from(data, start)
+            head = data[wire.version_at : start + wire.length.size + name_len + 4]
+            known = self._dropped.get(head)
+            if known is not None:
+                return known
+            reader = _first_field(data, wire)
         except DecodeError as exc:
             return reason_for(exc)
-        return self.check(reader)
+        found = self.check(reader)
+        if found is not reader:
+            dropped = self._dropped
+            if len(dropped) >= _DROPPED_MAX:
+                dropped.clear()
+            dropped[head] = cast(DropReason, found)
+        return found
 
     def check(self, reader: PacketReader) -> PacketReader | DropReason:
         """A parsed packet (a datagram's, or one a stream delivered): ``reader`` if a handler
@@ -356,6 +385,9 @@ class Dispatcher:
 
 
 _parse = PacketReader.parse
+
+_DROPPED_MAX = 1024
+"""Dropped heads a dispatcher keeps (random names cannot grow memory)."""
 
 
 def _check_module(module: object) -> None:

@@ -262,6 +262,64 @@ def test_any_module_takes_every_module_without_a_handler() -> None:
     assert dispatcher.classify(unknown, SOURCE) is DropReason.UNKNOWN_MODULE
 
 
+# --- dropped heads: decided once until the handlers change ---------------------------
+
+
+def test_a_handler_registered_after_a_drop_takes_the_next_packet_of_that_head() -> None:
+    dispatcher = Dispatcher()
+    unknown = vector("crafted-unknown-module.bin")
+    created = vector("dialog-created-1.bin")
+    for _ in range(2):  # the second verdict comes from the dropped head
+        assert dispatcher.classify(unknown, SOURCE) is DropReason.UNKNOWN_MODULE
+    dispatcher.register("nosuchmod", raw_handler)
+    reader = dispatcher.classify(unknown, SOURCE)
+    assert isinstance(reader, PacketReader) and reader == PacketReader.parse(unknown)
+    dispatcher.register_message(Deleted, deleted_handler)
+    assert dispatcher.classify(created, SOURCE) is DropReason.UNKNOWN_COMMAND
+    dispatcher.register("dialog", raw_handler)  # joins the typed route of "dialog"
+    assert isinstance(dispatcher.classify(created, SOURCE), PacketReader)
+    dispatcher.unregister("nosuchmod")
+    assert dispatcher.classify(unknown, SOURCE) is DropReason.UNKNOWN_MODULE
+    dispatcher.register(ANY_MODULE, raw_handler)
+    assert isinstance(dispatcher.classify(unknown, SOURCE), PacketReader)
+
+
+def test_a_bad_checksum_is_bad_checksum_even_when_its_head_was_dropped() -> None:
+    """The checksum comes before the module lookup, as in OpenSIPS, remembered or not."""
+    dispatcher = dialog_dispatcher()
+    unknown = vector("crafted-unknown-module.bin")
+    assert dispatcher.classify(unknown, SOURCE) is DropReason.UNKNOWN_MODULE
+    last = len(unknown) - 1
+    corrupted = unknown[:last] + bytes([unknown[last] ^ 1])
+    assert unknown[DATAGRAM.header_size :][:20] == corrupted[DATAGRAM.header_size :][:20]
+    assert dispatcher.classify(corrupted, SOURCE) is DropReason.BAD_CHECKSUM
+    assert dispatcher.classify(b"XXXX" + unknown[4:], SOURCE) is DropReason.BAD_MARKER
+    assert dispatcher.classify(unknown[:-1], SOURCE) is DropReason.BAD_CHECKSUM
+    assert dispatcher.classify(unknown, SOURCE) is DropReason.UNKNOWN_MODULE
+
+
+def test_dropped_heads_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Module names are the sender's choice: more distinct ones than the limit do not grow it."""
+    monkeypatch.setattr("binif.dispatch._DROPPED_MAX", 16)
+    dispatcher = dialog_dispatcher()
+    for number in range(100):
+        data = PacketWriter(f"mod{number}", 1).pack("s", "x").to_bytes()
+        for _ in range(2):
+            assert dispatcher.classify(data, SOURCE) is DropReason.UNKNOWN_MODULE
+        assert len(dispatcher._dropped) <= 16
+    assert isinstance(dispatcher.classify(vector("dialog-created-1.bin"), SOURCE), PacketReader)
+
+
+def test_dropped_heads_are_told_apart_by_version() -> None:
+    core = Dispatcher(wire=STREAM)
+    core.register("dialog", raw_handler, versions={4})
+    v5 = PacketWriter("dialog", 1, wire=STREAM, version=5).pack("s", "x").to_bytes()
+    v4 = PacketWriter("dialog", 1, wire=STREAM, version=4).pack("s", "x").to_bytes()
+    for _ in range(2):
+        assert core.classify(v5, SOURCE) is DropReason.BAD_VERSION
+        assert isinstance(core.classify(v4, SOURCE), PacketReader)
+
+
 def test_register_checks_options() -> None:
     dispatcher = Dispatcher()
     with pytest.raises(ValueError):
