@@ -63,6 +63,8 @@ _DECIDED_MAX: Final = 1024
 
 H = TypeVar("H", bound=Handler)
 M = TypeVar("M", bound=MessageType)
+DirectTyped = tuple[int, Callable[[PacketReader], Any], Callable[[Any, Address], Awaitable[None]]]
+"""A lane's lone typed handler: its command, the message decoder, the handler."""
 State = Literal["new", "starting", "running", "failed", "closing", "closed"]
 
 
@@ -77,6 +79,7 @@ class Lane:
     __slots__ = (
         "_route",
         "direct",
+        "direct_typed",
         "items",
         "heads",
         "sources",
@@ -121,6 +124,13 @@ class Lane:
         self.direct: Handler | None = (
             raw.handler if raw is not None and not route.messages and raw.timeout is None else None
         )
+        # Likewise one typed handler and nothing else (no timeout, any version):
+        # the worker decodes and awaits it directly for packets of its command.
+        self.direct_typed: DirectTyped | None = None
+        if raw is None and len(route.messages) == 1:
+            ((command, target),) = route.messages.items()
+            if target.decode is not None and target.timeout is None and target.versions is None:
+                self.direct_typed = (command, target.decode, target.handler)
 
     def clear(self) -> int:
         """Forget the queued packets; return how many there were."""
@@ -605,6 +615,9 @@ class Runtime:
             try:
                 if direct is not None:
                     await direct(reader, source)
+                    counters.handled += 1
+                elif (typed := lane.direct_typed) is not None and reader.command == typed[0]:
+                    await typed[2](typed[1](reader), source)
                     counters.handled += 1
                 else:
                     await self._deliver(lane.route, reader, source)
