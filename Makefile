@@ -67,11 +67,11 @@ try-mypyc: $(INSTALLED)
 bench-endpoint: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_endpoint.py
 
-# TCP receive against a hand-written asyncio Protocol, send against transport.write, the flood.
 # StreamDecoder against a hand-written framing loop, in three splits of the same stream.
 bench-framing: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_framing.py
 
+# TCP receive against a hand-written asyncio Protocol, send against transport.write, the flood.
 bench-stream: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_stream.py
 
