@@ -6,11 +6,21 @@
    dialog table by call-id:
 
    - raw: ``@ep.handler("dialog")`` unpacks the 25 fields and stores the tuple;
-   - typed: ``@ep.on(DialogCreated)`` stores the decoded message.
+   - typed: ``@ep.on(DialogCreated)`` stores the decoded message;
+   - typed-values (with ``--handlers``): the same typed handler stores the
+     message's values as a tuple, as the raw one does. It tells the typed path's
+     cost from the cost of keeping 200,000 objects the garbage collector tracks
+     (a tuple of str and int it stops tracking).
 
-   At each rate the two take turns; a try that lost dialogs is run again (best
-   of two, the same for both). Reported: dialogs in the table / sent ("applied"),
-   the socket's kernel drops and binif's own drops during the try.
+   At each rate the handlers take turns; a try that lost dialogs is run again (best
+   of two, the same for each). Each try starts from an empty table and ends by
+   emptying it, so no try runs beside another handler's full table. Reported:
+   dialogs in the table / sent ("applied"), the socket's kernel drops, binif's
+   own drops, and the garbage collector's full collections during the try with
+   the longest pause of any collection (the process stops meanwhile, and the
+   socket buffer must hold what arrives). ``--gc-threshold2 N`` runs the whole
+   benchmark with ``gc.set_threshold(700, 10, N)``: an application's choice to
+   make full collections rarer, the same for every handler.
 
 2. Drop path: the sender floods packets binif drops (a module nobody handles,
    a bad marker, a source not allowed) for ``--flood-seconds``, against a bare
@@ -19,6 +29,7 @@
    binif must count each one as a drop with its reason.
 
     python benchmarks/bench_backup.py [--count 200000] [--rates 20000,50000,64000,100000,0]
+                                      [--handlers raw,typed,typed-values] [--gc-threshold2 N]
 
 Rate 0 is the flood. Runs on uvloop through ``binif.run`` when it is installed.
 """
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -40,6 +52,7 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from operator import attrgetter
 from typing import Any
 
 from baseline import LAYOUT, PACKET
@@ -260,24 +273,38 @@ class Try:
     applied: int
     kernel_drops: int | None
     binif_drops: int
+    full_collections: int
+    longest_pause: float
+    """Seconds of the longest garbage collection (any generation) during the try."""
 
     @property
     def share(self) -> float:
         return self.applied / self.sent if self.sent else 0.0
 
 
-class Backup:
-    """An endpoint keeping a dialog table, with a raw or a typed handler."""
+HANDLERS = ("raw", "typed", "typed-values")
+"""What a backup's handler keeps: the unpacked tuple, the message, the message's values."""
 
-    def __init__(self, typed: bool) -> None:
+
+class Backup:
+    """An endpoint keeping a dialog table, with one of the :data:`HANDLERS`."""
+
+    def __init__(self, kind: str) -> None:
         self.endpoint = Endpoint(recv_buffer=DEFAULT_RECV_BUFFER)
         self.table: dict[Any, Any] = {}
         table = self.table
-        if typed:
+        if kind == "typed":
 
             @self.endpoint.on(DialogCreated)
             async def created(message: DialogCreated, source: Address) -> None:
                 table[message.callid] = message
+
+        elif kind == "typed-values":
+            values_of = attrgetter(*(field.name for field in DialogCreated.FIELDS))
+
+            @self.endpoint.on(DialogCreated)
+            async def created_values(message: DialogCreated, source: Address) -> None:
+                table[message.callid] = values_of(message)
 
         else:
 
@@ -292,23 +319,61 @@ class Backup:
         return stats.handled + stats.dropped
 
     async def run(self, sender: Sender, rate: int) -> Try:
-        self.table.clear()
         gc.collect()
         endpoint = self.endpoint
         before = endpoint.stats
-        sent, seconds = await sender.run("dialogs", endpoint.local_address, rate)
-        await settle(self.accounted, before.handled + before.dropped + sent)
+        with Collections() as collections:
+            sent, seconds = await sender.run("dialogs", endpoint.local_address, rate)
+            await settle(self.accounted, before.handled + before.dropped + sent)
         after = endpoint.stats
         kernel = None
         if after.kernel_drops is not None and before.kernel_drops is not None:
             kernel = after.kernel_drops - before.kernel_drops
-        return Try(sent, seconds, len(self.table), kernel, after.dropped - before.dropped)
+        applied = len(self.table)
+        self.table.clear()
+        return Try(
+            sent,
+            seconds,
+            applied,
+            kernel,
+            after.dropped - before.dropped,
+            collections.full,
+            collections.longest,
+        )
 
 
-async def part_backup(sender: Sender, rates: list[int], trials: int) -> dict[str, list[Try]]:
-    backups = {"raw": Backup(typed=False), "typed": Backup(typed=True)}
+class Collections:
+    """Counts the garbage collector's full collections and its longest pause, while entered."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.longest = 0.0
+        self._started = 0.0
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.longest = max(self.longest, time.perf_counter() - self._started)
+        if info["generation"] == 2:
+            self.full += 1
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._observe)
+
+
+async def part_backup(
+    sender: Sender, rates: list[int], trials: int, handlers: list[str]
+) -> dict[str, list[Try]]:
+    backups = {kind: Backup(kind) for kind in handlers}
     results: dict[str, list[Try]] = {name: [] for name in backups}
-    async with backups["raw"].endpoint, backups["typed"].endpoint:
+    async with contextlib.AsyncExitStack() as stack:
+        for backup in backups.values():
+            await stack.enter_async_context(backup.endpoint)
         for rate in rates:
             best: dict[str, Try | None] = dict.fromkeys(backups)
             for _ in range(trials):
@@ -436,20 +501,21 @@ def rate_name(rate: int) -> str:
 async def report_backup(sender: Sender, args: argparse.Namespace) -> None:
     print(
         f"\n1. backup: {args.count:,} distinct dialog CREATED packets per try;"
-        f" raw and typed interleaved, best of {args.trials} tries"
+        f" {', '.join(args.handlers)} interleaved, best of {args.trials} tries"
     )
-    backup = await part_backup(sender, args.rates, args.trials)
+    backup = await part_backup(sender, args.rates, args.trials, args.handlers)
     print(
-        f"  {'rate':>11} {'handler':>6} {'sent/s':>9} {'applied':>9}"
-        f" {'kernel drops':>13} {'binif drops':>12}"
+        f"  {'rate':>11} {'handler':>12} {'sent/s':>9} {'applied':>9}"
+        f" {'kernel drops':>13} {'binif drops':>12} {'full gc':>8} {'longest gc':>11}"
     )
     for index, rate in enumerate(args.rates):
         for name, tries in backup.items():
             found = tries[index]
             kernel = "?" if found.kernel_drops is None else f"{found.kernel_drops:,}"
             print(
-                f"  {rate_name(rate):>11} {name:>6} {found.sent / found.seconds:>9,.0f}"
+                f"  {rate_name(rate):>11} {name:>12} {found.sent / found.seconds:>9,.0f}"
                 f" {found.share:>8.1%} {kernel:>13} {found.binif_drops:>12,}"
+                f" {found.full_collections:>8} {found.longest_pause * 1000:>8.0f} ms"
             )
 
 
@@ -510,6 +576,10 @@ async def main(args: argparse.Namespace) -> int:
         return 1
     print(f"binif backup benchmark on {loop_name()}, Python {sys.version.split()[0]},")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    if args.gc_threshold2 is not None:
+        first, second, _ = gc.get_threshold()
+        gc.set_threshold(first, second, args.gc_threshold2)
+    print(f"garbage collector thresholds {gc.get_threshold()}")
     sender = Sender(args.count)
     await sender.start()
     met = True
@@ -524,6 +594,14 @@ async def main(args: argparse.Namespace) -> int:
     return 0 if met else 1
 
 
+def handler_list(text: str) -> list[str]:
+    handlers = text.split(",")
+    unknown = [name for name in handlers if name not in HANDLERS]
+    if unknown or not handlers:
+        raise argparse.ArgumentTypeError(f"handlers are {', '.join(HANDLERS)}, not {text!r}")
+    return handlers
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -533,6 +611,12 @@ def parse_args() -> argparse.Namespace:
         help="which parts to run: backup, drops",
     )
     parser.add_argument("--count", type=int, default=200_000, help="dialogs per try")
+    parser.add_argument(
+        "--handlers",
+        type=handler_list,
+        default=["raw", "typed"],
+        help=f"the backups to compare, in turn: {', '.join(HANDLERS)}",
+    )
     parser.add_argument(
         "--rates",
         type=lambda text: [int(rate) for rate in text.split(",")],
@@ -544,6 +628,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--flood-seconds", type=float, default=2.0)
     parser.add_argument(
         "--target", type=float, default=0.7, help="binif/bare floor on the unknown-module flood"
+    )
+    parser.add_argument(
+        "--gc-threshold2",
+        type=int,
+        default=None,
+        help="the collector's third threshold (gen1 collections per full one; Python's is 10)",
     )
     return parser.parse_args()
 

@@ -6,6 +6,7 @@ what decides whether a run may be timed at all, and how it is timed.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import subprocess
 import sys
@@ -116,3 +117,19 @@ def test_backup_gate_refuses_packets_that_are_not_distinct_dialogs(
 ) -> None:
     monkeypatch.setattr(bench_backup, "dialogs", lambda count: [bench_backup.PACKET] * count)
     assert bench_backup.gate() == ["100 packets carry 1 call-ids"]
+
+
+def test_backup_counts_full_collections_and_the_longest_pause() -> None:
+    with bench_backup.Collections() as collections:
+        gc.collect(0)
+        assert collections.full == 0
+        gc.collect()
+    assert collections.full == 1
+    assert collections.longest > 0
+    assert collections._observe not in gc.callbacks
+
+
+def test_backup_names_the_handlers_it_knows() -> None:
+    assert bench_backup.handler_list("raw,typed-values") == ["raw", "typed-values"]
+    with pytest.raises(argparse.ArgumentTypeError, match="not 'raw,typo'"):
+        bench_backup.handler_list("raw,typo")
