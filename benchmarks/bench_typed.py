@@ -13,13 +13,19 @@ Ratios are medians of the per-round ratios to ``unpack``; the garbage
 collector stays enabled, as in a server. Exit status 1 when dialog CREATED's
 ``from_packet`` is over the target ratio.
 
-    python benchmarks/bench_typed.py [--rounds 31] [--number 2000] [--target 1.2]
+Then what a kept message costs afterwards: a full garbage collection over a
+table of ``--table`` dialog CREATED messages against one of as many unpacked
+tuples (each table alone, best of 5), and the time to read a field.
+
+    python benchmarks/bench_typed.py [--rounds 31] [--number 2000] [--target 1.2] [--table 200000]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
+import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -75,11 +81,42 @@ def gate() -> list[str]:
     return failures
 
 
+def full_collection(table: dict[int, object]) -> float:
+    """Seconds of the fastest of 5 full collections with ``table`` alive."""
+    gc.collect()
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        gc.collect()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def kept(size: int) -> None:
+    """Print the collector's cost of a table of messages and of unpacked tuples."""
+    cls, vector = CASES["dialog CREATED"]
+    reader = PacketReader.parse((VECTORS / vector).read_bytes())
+    layout = cls.LAYOUT
+    print(f"\nkept in a table of {size:,} dialog CREATED: full collection, best of 5")
+    tuples: dict[int, object] = {index: reader.unpack(layout, exact=True) for index in range(size)}
+    print(f"  unpacked tuples   {full_collection(tuples) * 1000:8.1f} ms")
+    del tuples
+    messages: dict[int, object] = {index: cls.from_packet(reader) for index in range(size)}
+    print(f"  messages          {full_collection(messages) * 1000:8.1f} ms")
+    del messages
+    names = {"message": cls.from_packet(reader), "values": reader.unpack(layout, exact=True)}
+    for statement in ("message.callid", "values[0]"):
+        timer = timeit.Timer(statement, globals=names)
+        seconds = min(timer.repeat(number=1_000_000, repeat=5)) / 1_000_000
+        print(f"  read {statement:14} {seconds * 1e9:8.1f} ns")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--number", type=int, default=2000)
     parser.add_argument("--target", type=float, default=1.2)
+    parser.add_argument("--table", type=int, default=200_000, help="messages kept, 0 for none")
     args = parser.parse_args()
 
     failures = gate()
@@ -111,6 +148,8 @@ def main() -> int:
             failed = not met
             line += f"  target {args.target:.1f}x: {'met' if met else 'NOT MET'}"
         print(line)
+    if args.table:
+        kept(args.table)
     return 1 if failed else 0
 
 

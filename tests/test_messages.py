@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import gc
+import inspect
+import pickle
 
 import pytest
 from hypothesis import given
@@ -21,7 +25,7 @@ from binif import (
     TruncatedField,
 )
 from binif.errors import BadFieldText, MessageMismatch
-from binif.messages import Message, MessageField, MessageRegistry
+from binif.messages import LOCAL, Message, MessageField, MessageRegistry
 from binif.wire import DATAGRAM, WireFormat
 
 
@@ -106,6 +110,77 @@ def test_decoded_messages_are_the_frozen_class_itself() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         del decoded.name  # type: ignore[misc]
     assert decoded.count == 3
+
+
+def test_a_message_is_one_object_for_the_garbage_collector() -> None:
+    # Its values sit in one tuple of str, bytes and int, which the collector stops
+    # tracking: a full collection over a table of messages visits one object each.
+    message = Greeting.from_bytes(bytes(Greeting("ana", 3, b"\x00", "hi")))
+    gc.collect()
+    referents = [item for item in gc.get_referents(message) if item is not Greeting]
+    assert referents == [("ana", 3, b"\x00", "hi")]
+    assert not gc.is_tracked(referents[0])
+
+
+def test_messages_survive_pickle_copy_and_replace() -> None:
+    message = Greeting("ana", 3, b"\x00", "hi")
+    for again in (pickle.loads(pickle.dumps(message)), copy.copy(message), copy.deepcopy(message)):
+        assert type(again) is Greeting and again == message
+    changed = dataclasses.replace(message, count=4)
+    assert (changed.name, changed.count) == ("ana", 4)
+    assert dataclasses.astuple(changed) == ("ana", 4, b"\x00", "hi")
+    assert Greeting.__match_args__ == ("name", "count", "blob", "note")
+
+
+class Tagged(Message, module="tag", command=1):
+    """Fields outside the layout: a default factory, a keyword-only one, a check."""
+
+    name: str
+    tags: tuple[str, ...] = dataclasses.field(default_factory=tuple, metadata=LOCAL)
+    level: int = dataclasses.field(default=1, kw_only=True, metadata=LOCAL)
+
+    def __post_init__(self) -> None:
+        if self.level < 0:
+            raise ValueError(f"level {self.level}")
+
+
+class Clashing(Message, module="clash", command=1):
+    """Field names the generated decoder uses for itself."""
+
+    data: str
+    pos: int
+    n: str
+    start: int
+    cls: bytes
+
+
+def test_field_names_do_not_clash_with_the_generated_code() -> None:
+    message = Clashing("d", 1, "x", 2, b"c")
+    assert Clashing.from_bytes(bytes(message)) == message
+
+
+class Renamed(Shared, module="kv", command=3):
+    """Declares an inherited field again: it stays a required field."""
+
+    key: str
+
+
+def test_init_keeps_the_dataclass_signature_and_post_init() -> None:
+    assert str(inspect.signature(Tagged)) == "(name, tags=<factory>, *, level=1)"
+    assert (Tagged("a").tags, Tagged("a").level) == ((), 1)
+    assert Tagged("a", ("x",), level=2) == Tagged(name="a", tags=("x",), level=2)
+    with pytest.raises(ValueError, match="level -1"):
+        Tagged("a", level=-1)
+    with pytest.raises(TypeError):
+        Tagged("a", ("x",), 2)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Tagged()  # type: ignore[call-arg]
+    assert Tagged.LAYOUT == "s" and Tagged("a", ("x",), level=2).values() == ("a",)
+    decoded = Tagged.from_bytes(PacketWriter("tag", 1).push_str("b").to_bytes())
+    assert decoded == Tagged("b")
+    assert Renamed("k", 1).key == "k"
+    with pytest.raises(TypeError):
+        Renamed(value=1)  # type: ignore[call-arg]
 
 
 class Mixed(Message, module="mix", command=1):
