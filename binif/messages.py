@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, cast, dataclass_transform
 
@@ -115,10 +115,26 @@ class _MessageMeta(type):
         made = cast(_MessageMeta, dataclasses.dataclass(frozen=True, eq=False)(cls))
         every = dataclasses.fields(made)  # type: ignore[arg-type]
         for index, field in enumerate(every):
-            if not field.init:
-                raise LayoutError(f"{name}.{field.name}: a message field is set by __init__")
+            if not field.init or field.name == "_values":
+                raise LayoutError(
+                    f"{name}.{field.name}: a message field is set by __init__ and not named _values"
+                )
             setattr(made, field.name, _field_property(index, field.name))
+        if "__init__" in namespace:
+            raise LayoutError(
+                f"{name}: a message's __init__ is generated from its fields"
+                " (build other ways in a classmethod)"
+            )
         made.__init__ = _compile_init(made, every)  # type: ignore[misc]
+        made._EQ = _subset((i for i, field in enumerate(every) if field.compare), len(every))
+        made._HASH = _subset(
+            (
+                i
+                for i, field in enumerate(every)
+                if (field.compare if field.hash is None else field.hash)
+            ),
+            len(every),
+        )
         fields = []
         wire_indexes = []
         for index, field in enumerate(every):
@@ -135,7 +151,7 @@ class _MessageMeta(type):
         made.FIELDS = tuple(fields)
         made.LAYOUT = "".join(field.code for field in fields)
         made._TEXT = tuple(i for i, field in enumerate(fields) if field.type is str)
-        made._WIRE = None if len(wire_indexes) == len(every) else tuple(wire_indexes)
+        made._WIRE = _subset(wire_indexes, len(every))
         made._decoders = {}
         made._by_head = {}
         return made
@@ -145,6 +161,8 @@ class _MessageMeta(type):
     LAYOUT: str
     _TEXT: tuple[int, ...]
     _WIRE: tuple[int, ...] | None
+    _EQ: tuple[int, ...] | None
+    _HASH: tuple[int, ...] | None
     _decoders: dict[WireFormat, _Decoder]
     _by_head: dict[object, tuple[_Decoder, int]]
 
@@ -154,6 +172,17 @@ _HEADS_KEPT = 64
 
 _Decoder = Callable[[bytes, int], Any]
 """A generated decoder: (packet, offset of the first field) -> instance, or None."""
+
+
+def _subset(indexes: Iterable[int], count: int) -> tuple[int, ...] | None:
+    """Some of a message's ``count`` values, by position; None when that is all of them."""
+    chosen = tuple(indexes)
+    return None if len(chosen) == count else chosen
+
+
+def _pick(values: tuple[Any, ...], where: tuple[int, ...] | None) -> tuple[Any, ...]:
+    """The values at the positions ``where`` (all of them when None)."""
+    return values if where is None else tuple(values[index] for index in where)
 
 
 def _field_property(index: int, name: str) -> property:
@@ -308,6 +337,10 @@ class Message(metaclass=_MessageMeta):
     """The layout string (``s``/``i`` per field) the codec reads and writes."""
     _WIRE: ClassVar[tuple[int, ...] | None] = None
     """Where the wire fields sit among the values; None when they are all of them."""
+    _EQ: ClassVar[tuple[int, ...] | None] = None
+    """The values ``==`` compares (``compare=True``); None for all of them."""
+    _HASH: ClassVar[tuple[int, ...] | None] = None
+    """The values ``hash`` takes, as a frozen dataclass picks them; None for all."""
     RAW_INTS: ClassVar[Mapping[str, str]] = MappingProxyType({})
     """bytes fields that hold a raw C integer, each with the property decoding it.
 
@@ -433,19 +466,18 @@ class Message(metaclass=_MessageMeta):
 
     def values(self) -> tuple[str | bytes | int, ...]:
         """The field values in wire order."""
-        where = self._WIRE
-        if where is None:
-            return self._values
-        every = self._values
-        return tuple(every[index] for index in where)
+        return _pick(self._values, self._WIRE)
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        where = self._EQ
+        if where is None:
             return self._values == other._values
-        return NotImplemented
+        return _pick(self._values, where) == _pick(other._values, where)
 
     def __hash__(self) -> int:
-        return hash(self._values)
+        return hash(_pick(self._values, self._HASH))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _restore, (type(self), self._values)

@@ -159,6 +159,37 @@ def test_field_names_do_not_clash_with_the_generated_code() -> None:
     assert Clashing.from_bytes(bytes(message)) == message
 
 
+class Noted(Message, module="note", command=1):
+    """A field left out of equality and hash, as dataclasses allow."""
+
+    key: str
+    note: str = dataclasses.field(default="", compare=False, metadata=LOCAL)
+
+
+def test_equality_and_hash_leave_out_what_the_field_says() -> None:
+    assert Noted("k", "one") == Noted("k", "two")
+    assert hash(Noted("k", "one")) == hash(Noted("k", "two"))
+    assert Noted("k") != Noted("j")
+    assert Noted("k") != Greeting("k", 0, b"", "")
+
+
+def test_a_field_named_like_the_slot_is_refused() -> None:
+    with pytest.raises(LayoutError, match="_values"):
+
+        class Bad(Message, module="bad", command=1):
+            _values: str
+
+
+def test_an_init_of_its_own_is_refused() -> None:
+    with pytest.raises(LayoutError, match="__init__ is generated"):
+
+        class Bad(Message, module="bad", command=1):
+            key: str
+
+            def __init__(self, key: str) -> None:
+                pass
+
+
 class Renamed(Shared, module="kv", command=3):
     """Declares an inherited field again: it stays a required field."""
 
