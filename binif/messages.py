@@ -103,6 +103,11 @@ class _MessageMeta(type):
             root = super().__new__(mcls, name, bases, namespace, **kwargs)
             root._by_head = {}
             return root
+        if "__init__" in namespace:
+            raise LayoutError(
+                f"{name}: a message's __init__ is generated from its fields"
+                " (build other ways in a classmethod)"
+            )
         namespace.setdefault("__slots__", ())
         for field_name in namespace.get("__annotations__", {}):
             # A field declared again without a default would take the base's
@@ -115,16 +120,11 @@ class _MessageMeta(type):
         made = cast(_MessageMeta, dataclasses.dataclass(frozen=True, eq=False)(cls))
         every = dataclasses.fields(made)  # type: ignore[arg-type]
         for index, field in enumerate(every):
-            if not field.init or field.name == "_values":
-                raise LayoutError(
-                    f"{name}.{field.name}: a message field is set by __init__ and not named _values"
-                )
+            if field.name == "_values":
+                raise LayoutError(f"{name}._values: the name of the slot that holds the values")
+            if not field.init:
+                raise LayoutError(f"{name}.{field.name}: a message field is set by __init__")
             setattr(made, field.name, _field_property(index, field.name))
-        if "__init__" in namespace:
-            raise LayoutError(
-                f"{name}: a message's __init__ is generated from its fields"
-                " (build other ways in a classmethod)"
-            )
         made.__init__ = _compile_init(made, every)  # type: ignore[misc]
         made._EQ = _subset((i for i, field in enumerate(every) if field.compare), len(every))
         made._HASH = _subset(
