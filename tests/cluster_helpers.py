@@ -1,12 +1,30 @@
-"""What the cluster tests share: run examples/cluster_watch.py as node 3 of a cluster."""
+"""What the cluster tests share: free ports, a bounded wait, cluster_watch.py as node 3."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (polling the loop, bounded) until ``check()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
 
 
 async def run_cluster_watch(node_port: int, seed_port: int) -> tuple[int, str, str]:

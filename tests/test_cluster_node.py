@@ -7,11 +7,11 @@ import dataclasses
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cluster_helpers import run_cluster_watch
+from cluster_helpers import free_port, run_cluster_watch, until
 
 from binif import STREAM, EndpointNotRunning, PacketReader
 from binif.cluster import Node, NodeNotUp, NodeState
@@ -32,12 +32,6 @@ def vector(name: str) -> bytes:
     return (FOLDER / name).read_bytes()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def with_trailer(data: bytes, cluster: int, src: int, dst: int) -> bytes:
     return data[:-12] + struct.pack("<iii", cluster, src, dst)
 
@@ -47,15 +41,6 @@ def with_source(data: bytes, src: int) -> bytes:
     name_len = struct.unpack_from("<H", data, 10)[0]
     at = 12 + name_len + 4 + 4
     return data[:at] + struct.pack("<i", src) + data[at + 4 :]
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (polling the loop, bounded) until ``check()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 class FakeOpenSIPS:

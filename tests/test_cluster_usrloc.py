@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import re
-import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from cluster_helpers import run_cluster_watch
+from cluster_helpers import free_port, run_cluster_watch, until
 from usrloc_helpers import FOLDER, captured
 
 from binif import STREAM, PacketReader
@@ -107,20 +105,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- two binif nodes -------------------------------------------------------------------
 
 FAST = {"ping_interval": 0.3, "ping_timeout": 0.2, "ping_retries": 3}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 def node(node_id: int, ports: dict[int, int]) -> Node:
