@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -43,6 +42,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from checks import print_figures
 
 import binif
 from binif import DecodeError, DropReason, PacketReader, PacketWriter
@@ -490,13 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     args = parser.parse_args(argv)
     figures = binif.run(soak(args))
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f"{key:36} {value}")
-    if figures["violations"]:
-        print("SOAK FAILED:", *figures["violations"], sep="\n  ", file=sys.stderr)
+    if not print_figures(figures, as_json=args.json, width=36, failed="SOAK FAILED:"):
         return 1
     if figures["checks"] == "exact":
         print("soak passed: every datagram accounted for; outcomes exactly as sent")

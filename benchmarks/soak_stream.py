@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import random
@@ -36,6 +35,8 @@ import time
 from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any
+
+from checks import print_figures
 
 import binif
 from binif import STREAM, CloseReason, PacketReader, PacketWriter, StreamEndpoint
@@ -322,13 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     args = parser.parse_args(argv)
     figures = binif.run(soak(args))
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f"{key:28} {value}")
-    if figures["violations"]:
-        print("STREAM SOAK FAILED:", *figures["violations"], sep="\n  ", file=sys.stderr)
+    if not print_figures(figures, as_json=args.json, width=28, failed="STREAM SOAK FAILED:"):
         return 1
     print("stream soak passed: the good peer lost nothing, every hostile connection was closed")
     return 0
